@@ -1,0 +1,28 @@
+"""couae-jax: Coulomb autoencoders in JAX.
+
+The kernel, MMD, prior and loss modules need only JAX and load eagerly; the
+modules that need Flax, Optax or Orbax (models, data, training) load on first
+use, so `import couae_jax.losses` costs nothing beyond JAX.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+from couae_jax import kernels, losses, mmd, priors
+
+_LAZY_MODULES = ("checkpointing", "config", "data", "loop", "models",
+                 "plotting", "train")
+
+
+def __getattr__(name):
+  if name == "restore":
+    from couae_jax.checkpointing import restore
+    return restore
+  if name in _LAZY_MODULES:
+    return importlib.import_module(f"couae_jax.{name}")
+  raise AttributeError(f"module 'couae_jax' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "kernels", "losses", "mmd", "priors", "restore",
+           *_LAZY_MODULES]

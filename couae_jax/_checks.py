@@ -1,0 +1,98 @@
+"""Argument validation shared by the public functions.
+
+Every check runs at trace time on static information (shapes, dtypes, Python
+numbers), so bad input fails with a message naming the argument instead of a
+NaN or an error from inside XLA.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def floating_array(name: str, value, *, min_rank: int = 1) -> jax.Array:
+  """Returns `value` as an array after checking it is floating with enough rank."""
+  if not hasattr(value, "dtype") or not hasattr(value, "shape"):
+    value = jnp.asarray(value)
+  if not jnp.issubdtype(value.dtype, jnp.floating):
+    raise TypeError(
+        f"{name} must have a floating dtype (float16, bfloat16, float32, "
+        f"float64); got {value.dtype}.")
+  if value.ndim < min_rank:
+    raise ValueError(
+        f"{name} must have rank >= {min_rank}; got shape {tuple(value.shape)}.")
+  return value
+
+
+def sample_set(name: str, value, *, min_points: int = 1) -> jax.Array:
+  """Checks a set of points `[n, h]` with at least `min_points` rows."""
+  value = floating_array(name, value)
+  if value.ndim != 2:
+    raise ValueError(
+        f"{name} must be a set of points of shape [n, h]; got shape "
+        f"{tuple(value.shape)}.")
+  if value.shape[0] < min_points:
+    raise ValueError(
+        f"{name} must hold at least {min_points} points; got "
+        f"{value.shape[0]} (shape {tuple(value.shape)}).")
+  return value
+
+
+def same_dimension(x_name: str, x, y_name: str, y) -> int:
+  """Checks that the last (feature) dimensions agree and returns it."""
+  if x.shape[-1] != y.shape[-1]:
+    raise ValueError(
+        f"{x_name} and {y_name} must have the same last dimension h; got "
+        f"{x_name}.shape={tuple(x.shape)} and {y_name}.shape={tuple(y.shape)}.")
+  return int(x.shape[-1])
+
+
+def positive(name: str, value) -> None:
+  """Checks `value > 0` where it is known at trace time (traced values pass)."""
+  concrete = _concrete(value)
+  if concrete is None:
+    return
+  if not np.all(np.isfinite(concrete)) or not np.all(concrete > 0):
+    raise ValueError(f"{name} must be finite and > 0; got {value!r}.")
+
+
+def non_negative(name: str, value) -> None:
+  """Checks `value >= 0` where it is known at trace time."""
+  concrete = _concrete(value)
+  if concrete is None:
+    return
+  if not np.all(np.isfinite(concrete)) or not np.all(concrete >= 0):
+    raise ValueError(f"{name} must be finite and >= 0; got {value!r}.")
+
+
+def positive_int(name: str, value, *, allow_none: bool = False) -> None:
+  if value is None and allow_none:
+    return
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+
+
+def _concrete(value):
+  """`value` as a numpy array, or None for a traced (abstract) value."""
+  try:
+    return np.asarray(value)
+  except (jax.errors.TracerArrayConversionError,
+          jax.errors.ConcretizationTypeError):
+    return None
+
+
+def compute_dtype(*arrays) -> jnp.dtype:
+  """The dtype kernels compute in: float64 if any input is, else float32.
+
+  Half-precision codes are common in mixed-precision training, but
+  `1 / ‖x - y‖^(h-2)` leaves float16's and bfloat16's range for ordinary
+  latent sizes, so kernels always evaluate in float32 or wider. (Chosen
+  explicitly rather than by promotion, which strict promotion mode forbids
+  between float widths.)
+  """
+  wide = any(jnp.dtype(array.dtype) == jnp.float64 for array in arrays)
+  return jnp.dtype(jnp.float64 if wide else jnp.float32)

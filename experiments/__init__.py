@@ -1,0 +1,1 @@
+"""Experiments and benchmarks for couae-jax (run as `python -m experiments.X`)."""

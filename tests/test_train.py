@@ -1,0 +1,250 @@
+"""The trainer: configs, SPMD equivalence, checkpoints, resume, divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from couae_jax import checkpointing
+from couae_jax import config as config_lib
+from couae_jax import loop
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SPMD_PROGRAMS = REPO / "tests" / "spmd_programs.py"
+
+
+@pytest.fixture(autouse=True)
+def strict_dtype_promotion():
+  """Overrides conftest's strict promotion: optax's Adam bias correction
+  (`b1 ** count`) promotes a Python float against an int32 count."""
+  yield
+
+
+# A Grid run that takes a few seconds: small MLPs, full batch.
+TINY = dict(data="grid", latent_dim=3, hidden=(32, 32), batch_size=500,
+            log_every=10, checkpoint_every=10)
+
+
+def _env(**extra) -> dict:
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **extra)
+  env.pop("XLA_FLAGS", None)
+  env.update(extra)
+  return env
+
+
+def _run_program(name: str, tmp_path, **env) -> dict:
+  out = tmp_path / f"{name}.json"
+  subprocess.run([sys.executable, str(SPMD_PROGRAMS), name, str(out)],
+                 env=_env(**env), check=True, timeout=600)
+  return json.loads(out.read_text())
+
+
+def _train_cli(workdir, *overrides, **popen):
+  args = [sys.executable, "-m", "experiments.train", "--workdir",
+          str(workdir), "--no-progress"]
+  args += [f"--config.{k}={v}" for k, v in overrides]
+  return subprocess.Popen(args, cwd=REPO, env=_env(), **popen)
+
+
+def _params(workdir, step=None):
+  return jax.device_get(checkpointing.restore(str(workdir), step).params)
+
+
+# ---------------------------------------------------------------------------
+# Configs.
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model", "gan", "model='gan'"),
+    ("data", "imagenet", "data='imagenet'"),
+    ("lam", -1.0, "lam=-1.0"),
+    ("latent_dim", 1, "latent_dim=1"),
+    ("batch_size", 10, "not divisible by the 4 devices"),
+    ("eps", 0.0, "eps=0.0"),
+    ("warmup_steps", 5000, "warmup_steps=5000"),
+    ("data", "npz", "set --config.data_path"),
+])
+def test_validate_rejects_bad_configs(field, value, message):
+  config = config_lib.TrainConfig().replace(**{field: value})
+  with pytest.raises(ValueError, match=message.replace("(", r"\(")
+                     .replace(")", r"\)").replace("[", r"\[")):
+    config_lib.validate(config, devices=4)
+
+
+def test_overrides_parse_types_and_reject_unknown_fields():
+  config = config_lib.parse_overrides(config_lib.TrainConfig(), [
+      "--config.lam=2.5", "--config.model=wae", "--config.hidden=64,32",
+      "--config.distributed=true", "--config.steps=7"])
+  assert (config.lam, config.model, config.hidden, config.distributed,
+          config.steps) == (2.5, "wae", (64, 32), True, 7)
+  with pytest.raises(ValueError, match="unknown config field 'lamda'"):
+    config_lib.parse_overrides(config_lib.TrainConfig(), ["--config.lamda=1"])
+  with pytest.raises(ValueError, match="config.steps must be of type int"):
+    config_lib.parse_overrides(config_lib.TrainConfig(), ["--config.steps=1.5"])
+
+
+# ---------------------------------------------------------------------------
+# SPMD: the same step on 1 and 4 devices.
+
+
+def test_step_on_four_devices_equals_one_device(tmp_path):
+  results = _run_program(
+      "step-equivalence", tmp_path,
+      XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  assert len(results) == 6
+  for case, diff in results.items():
+    tolerance = 1e-5 * max(1.0, diff["param_scale"])
+    assert diff["params"] < tolerance, (case, diff)
+    assert diff["batch_stats"] < 1e-4, (case, diff)
+    assert diff["metrics"] < 1e-3, (case, diff)
+
+
+def test_global_batch_mmd_on_four_devices(tmp_path):
+  results = _run_program(
+      "mmd-equivalence", tmp_path,
+      XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  assert len(results) == 4
+  for case, diff in results.items():
+    assert diff["value"] < 1e-5 and diff["grads"] < 1e-5, (case, diff)
+
+
+# ---------------------------------------------------------------------------
+# The loop end to end, in process.
+
+
+def test_fit_restores_and_draws(tmp_path):
+  config = config_lib.TrainConfig(steps=20, **TINY)
+  trained = loop.fit(config, str(tmp_path), progress=False)
+  restored = checkpointing.restore(str(tmp_path))
+  assert restored.step == trained.step == 20
+  assert restored.config == config
+  chex_equal = jax.tree.map(np.array_equal, trained.params, restored.params)
+  assert all(jax.tree.leaves(chex_equal))
+  x = np.zeros((7, 2), np.float32)
+  assert restored.encode(x).shape == (7, 3)
+  assert restored.decode(np.zeros((7, 3), np.float32)).shape == (7, 2)
+  assert restored.sample(jax.random.key(0), 5).shape == (5, 2)
+  lines = [json.loads(l) for l in
+           (tmp_path / loop.METRICS_FILE).read_text().splitlines()]
+  assert [l["step"] for l in lines] == [10, 20]
+  assert {"loss", "rec", "reg", "grad_norm", "xi", "steps_per_s"} <= set(
+      lines[0])
+  figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
+  assert figures == ["codes_20.png", "samples_20.png"]
+
+
+def test_resume_refuses_another_config(tmp_path):
+  config = config_lib.TrainConfig(steps=10, **TINY)
+  loop.fit(config, str(tmp_path), progress=False)
+  with pytest.raises(checkpointing.ConfigMismatchError,
+                     match=r"lam: saved 10.0, now 3.0"):
+    loop.fit(config.replace(lam=3.0), str(tmp_path), progress=False)
+  # Extending the run is allowed.
+  assert loop.fit(config.replace(steps=20), str(tmp_path),
+                  progress=False).step == 20
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  # Adam at this rate survives one step, then the reconstruction overflows.
+  config = config_lib.TrainConfig(steps=200, learning_rate=1e4,
+                                  **TINY | dict(checkpoint_every=1))
+  with pytest.raises(loop.TrainingDiverged,
+                     match=r"step (\d+): rec = (nan|inf).*last good checkpoint "
+                     r"is step (\d+)") as error:
+    loop.fit(config, str(tmp_path), progress=False)
+  restored = checkpointing.restore(str(tmp_path))
+  assert 1 <= restored.step < int(error.value.args[0].split()[1].rstrip(":"))
+  assert all(np.all(np.isfinite(leaf))
+             for leaf in jax.tree.leaves(restored.params))
+
+
+def test_unfinished_save_is_not_a_checkpoint(tmp_path):
+  config = config_lib.TrainConfig(steps=10, **TINY)
+  loop.fit(config, str(tmp_path), progress=False)
+  # What a save killed midway leaves: orbax's temporary directory.
+  partial = tmp_path / "checkpoints" / "20.orbax-checkpoint-tmp-1234"
+  (partial / "state").mkdir(parents=True)
+  assert checkpointing.restore(str(tmp_path)).step == 10
+
+
+# ---------------------------------------------------------------------------
+# Processes: SIGKILL and resume; two processes with jax.distributed.
+
+
+def test_sigkilled_run_resumes_to_the_same_parameters(tmp_path):
+  steps = 3000
+  overrides = [(k, ",".join(map(str, v)) if isinstance(v, tuple) else v)
+               for k, v in TINY.items()]
+  overrides += [("steps", steps), ("checkpoint_every", 100)]
+  reference = _train_cli(tmp_path / "reference", *overrides)
+  killed = _train_cli(tmp_path / "killed", *overrides)
+  checkpoints = tmp_path / "killed" / "checkpoints"
+  deadline = time.time() + 300
+  while not (checkpoints.is_dir() and any(
+      p.name.isdigit() for p in checkpoints.iterdir())):
+    assert killed.poll() is None, "the run ended before its first checkpoint"
+    assert time.time() < deadline
+    time.sleep(0.02)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  interrupted_at = checkpointing.restore(str(tmp_path / "killed")).step
+  assert interrupted_at < steps
+  assert _train_cli(tmp_path / "killed", *overrides).wait() == 0
+  assert reference.wait() == 0
+  resumed, uninterrupted = (_params(tmp_path / "killed"),
+                            _params(tmp_path / "reference"))
+  same = jax.tree.map(np.array_equal, resumed, uninterrupted)
+  assert all(jax.tree.leaves(same)), "resumed run differs bitwise"
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(tmp_path):
+  """Two processes (one CPU device each, gloo collectives) compute bitwise
+  what one process computes on two devices, and to float32 rounding what one
+  device computes (Adam amplifies reduction-order differences of gradients
+  near zero; a few steps keep that below 1e-4)."""
+  overrides = [(k, ",".join(map(str, v)) if isinstance(v, tuple) else v)
+               for k, v in TINY.items()]
+  overrides += [("steps", 4), ("checkpoint_every", 2), ("log_every", 2)]
+  one_device = _train_cli(tmp_path / "one_device", *overrides)
+  two_devices = subprocess.Popen(
+      [sys.executable, "-m", "experiments.train", "--workdir",
+       str(tmp_path / "two_devices"), "--no-progress",
+       *[f"--config.{k}={v}" for k, v in overrides]],
+      cwd=REPO,
+      env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+  port = _free_port()
+  workers = []
+  for process_id in range(2):
+    args = [sys.executable, "-m", "experiments.train", "--workdir",
+            str(tmp_path / "two_processes"), "--no-progress"]
+    args += [f"--config.{k}={v}" for k, v in overrides]
+    workers.append(subprocess.Popen(args, cwd=REPO, env=_env(
+        COUAE_DISTRIBUTED="1",
+        COUAE_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        COUAE_NUM_PROCESSES="2", COUAE_PROCESS_ID=str(process_id))))
+  assert [w.wait(timeout=300) for w in workers] == [0, 0]
+  assert one_device.wait(timeout=300) == 0
+  assert two_devices.wait(timeout=300) == 0
+  processes = _params(tmp_path / "two_processes")
+  bitwise = jax.tree.map(np.array_equal, processes,
+                         _params(tmp_path / "two_devices"))
+  assert all(jax.tree.leaves(bitwise))
+  close = jax.tree.map(lambda a, b: np.allclose(a, b, rtol=0, atol=1e-4),
+                       processes, _params(tmp_path / "one_device"))
+  assert all(jax.tree.leaves(close))
