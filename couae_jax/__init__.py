@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 from couae_jax import kernels, losses, mmd, priors
 
-_LAZY_MODULES = ("checkpointing", "config", "data", "loop", "models",
-                 "plotting", "train")
+_LAZY_MODULES = ("checkpointing", "config", "data", "evaluation", "loop",
+                 "models", "plotting", "testing", "train")
 
 
 def __getattr__(name):

@@ -80,7 +80,7 @@ class TrainConfig:
   eps: float = 1e-3
   kernel_scale: float = 0.0
   num_prior_samples: int = 0
-  block_size: int = 256
+  block_size: int = 128
   checkpoint_every: int = 500
   keep_checkpoints: int = 2
   best_metric: str = "loss"

@@ -521,3 +521,11 @@ def shard_batch(local_batch: Any, mesh: Mesh, axis: str = "data") -> Any:
     return jax.make_array_from_process_local_data(sharding, array)
 
   return jax.tree.map(place, local_batch)
+
+
+__all__ = [
+    "CELEBA_CROP", "CELEBA_SIZE", "GRID_COORDINATES", "GRID_VARIANCE",
+    "BatchIterator", "GaussianMixture", "grid_log_density", "grid_mixture",
+    "grid_training_set", "load_celeba", "load_digits", "load_mnist",
+    "load_npz", "read_idx", "sample_grid", "shard_batch",
+]

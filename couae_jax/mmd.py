@@ -97,14 +97,19 @@ def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   in t at 0, so that error does not show in k.)
   """
   if a.shape[-1] <= _EXACT_MAX_DIM:
-    diff = a[:, None, :] - b[None, :, :]
-    return jnp.sum(diff * diff, axis=-1)
+    return sum(d * d for d in _coordinate_differences(a, b))
   sq_a = jnp.sum(a * a, axis=-1)[:, None]
   sq_b = jnp.sum(b * b, axis=-1)[None, :]
   cross = jnp.dot(a, b.T, precision=jax.lax.Precision.HIGHEST)
   t = sq_a + sq_b - 2.0 * cross
   floor = _ROUNDING_ULPS * jnp.finfo(t.dtype).eps * (sq_a + sq_b)
   return jnp.where(t > floor, t, 0.0)
+
+
+def _coordinate_differences(a: jax.Array, b: jax.Array) -> list[jax.Array]:
+  """`[r, c]` differences per coordinate: `[r, c, h]` with h <= 4 innermost
+  would waste the vector lanes."""
+  return [a[:, k, None] - b[None, :, k] for k in range(a.shape[-1])]
 
 
 def _weighted_differences(w: jax.Array, a: jax.Array,
@@ -114,8 +119,8 @@ def _weighted_differences(w: jax.Array, a: jax.Array,
   For larger h it is `a_i sum_j w_ij - (w @ b)_i`, one matrix multiply.
   """
   if a.shape[-1] <= _EXACT_MAX_DIM:
-    return jnp.einsum("ij,ijh->ih", w, a[:, None, :] - b[None, :, :],
-                      precision=jax.lax.Precision.HIGHEST)
+    return jnp.stack([jnp.sum(w * d, axis=1)
+                      for d in _coordinate_differences(a, b)], axis=-1)
   return a * jnp.sum(w, axis=1, keepdims=True) - jnp.dot(
       w, b, precision=jax.lax.Precision.HIGHEST)
 

@@ -479,3 +479,11 @@ def encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:
 def decode(model: Autoencoder, variables: Any, z: jax.Array) -> jax.Array:
   """Decodes codes `z: [B, h]` with restored `variables`, in inference mode."""
   return model.apply(variables, z, method=Autoencoder.decode)
+
+
+__all__ = [
+    "ENCODER_CHANNELS", "LATENT_RNG", "MAX_DECODER_STAGES", "MIN_FEATURE_SIZE",
+    "Autoencoder", "ConvDecoder", "ConvEncoder", "Encoding", "MLPDecoder",
+    "MLPEncoder", "conv_stages", "decode", "encode", "make_autoencoder",
+    "reparameterize", "scale_width",
+]

@@ -219,6 +219,7 @@ def make_mesh() -> jax.sharding.Mesh:
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """The sharding of the training state: a full copy on every device."""
   return NamedSharding(mesh, P())
 
 

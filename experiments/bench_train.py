@@ -383,8 +383,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument("--repeats", type=int, help="timed calls (default 5)")
   parser.add_argument("--block-size", type=int,
                       default=config_lib.TrainConfig().block_size,
-                      help="the trainer's MMD block size (0: dense, the "
-                           "default)")
+                      help="the trainer's MMD block size (0: dense; "
+                           "default: TrainConfig's)")
   parser.add_argument("--out", type=pathlib.Path,
                       default=pathlib.Path("bench_results/bench_train.json"))
   parser.add_argument("--child", nargs=2, metavar=("DEVICES", "SETTINGS"),

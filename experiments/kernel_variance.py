@@ -39,7 +39,7 @@ def null_and_shifted(h: int, eps: float, *, n: int, draws: int, shift: float,
           "separation": float(shifted.mean() / null.std())}
 
 
-def main() -> None:
+def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--dims", type=int, nargs="+", default=[3, 8, 64])
   parser.add_argument("--eps", type=float, nargs="+",
@@ -49,7 +49,7 @@ def main() -> None:
   parser.add_argument("--shift", type=float, default=0.25)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default="bench_results/kernel_variance.json")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   rows = []
   print(f"{'h':>4} {'eps':>7} {'null mean':>10} {'null std':>9} "
         f"{'shift mean':>11} {'shift std':>10} {'separation':>10}")

@@ -1,0 +1,63 @@
+"""Smoke runs of every experiment module on tiny settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import bench_mmd, bench_train, grid, kernel_variance
+
+
+@pytest.fixture(autouse=True)
+def strict_dtype_promotion():
+  """Overrides conftest's strict promotion: optax's Adam promotes a Python
+  float against its int32 step count."""
+  yield
+
+
+def test_grid_writes_the_results_contract(tmp_path, capsys):
+  grid.main(["--workdir", str(tmp_path), "--seeds", "0", "--steps", "20",
+             "--test-points", "400", "--protocol", "300,800,2",
+             "--config.hidden=16,16"])
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert {"oracle_ll", "protocol_ceiling_ll"} <= set(results)
+  assert results["oracle_ll"] > results["protocol_ceiling_ll"] - 0.5
+  for model in ("couae", "wae", "vae"):
+    r = results[model]
+    assert {"test_ll_mean", "test_ll_std", "seeds", "steps", "modes_covered",
+            "runs"} <= set(r)
+    assert r["seeds"] == [0] and r["steps"] == 20
+    run = r["runs"][0]
+    assert run["seed"] == 0 and run["workdir"] == f"{model}/seed0"
+    assert (tmp_path / run["workdir"] / "checkpoints").is_dir()
+  assert "true mixture (exact)" in capsys.readouterr().out
+
+
+def test_grid_rejects_bad_overrides_before_training(tmp_path):
+  with pytest.raises(ValueError, match="lam=-1.0"):
+    grid.main(["--workdir", str(tmp_path), "--config.lam=-1"])
+  assert not (tmp_path / "couae").exists()
+
+
+def test_bench_mmd_smoke(tmp_path):
+  out = tmp_path / "bench.json"
+  bench_mmd.main(["--sizes", "64", "--dims", "8", "--kernels", "coulomb",
+                  "--repeats", "1", "--no-large", "--out", str(out)])
+  result = json.loads(out.read_text())
+  methods = {r["method"] for r in result["sweep"] if r["status"] == "ok"}
+  assert methods == {"naive", "dense", "blocked"}
+
+
+def test_bench_train_smoke(tmp_path):
+  out = tmp_path / "bench.json"
+  bench_train.main(["--batches", "8", "--devices", "1", "--repeats", "1",
+                    "--conv-width", "1/64", "--out", str(out)])
+  assert json.loads(out.read_text())["records"]
+
+
+def test_kernel_variance_smoke(tmp_path):
+  out = tmp_path / "kv.json"
+  kernel_variance.main(["--dims", "3", "--eps", "0.01", "--n", "16",
+                        "--draws", "4", "--out", str(out)])
+  assert len(json.loads(out.read_text())["rows"]) == 1
