@@ -18,6 +18,7 @@ import pytest
 from couae_jax import checkpointing
 from couae_jax import config as config_lib
 from couae_jax import loop
+from couae_jax import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPMD_PROGRAMS = REPO / "tests" / "spmd_programs.py"
@@ -248,3 +249,23 @@ def test_two_processes_train_like_one(tmp_path):
   close = jax.tree.map(lambda a, b: np.allclose(a, b, rtol=0, atol=1e-4),
                        processes, _params(tmp_path / "one_device"))
   assert all(jax.tree.leaves(close))
+
+
+def test_checkpointer_keeps_the_latest_and_the_best(tmp_path):
+  config = config_lib.TrainConfig(keep_checkpoints=2, best_metric="loss",
+                                  **TINY)
+  model = train_lib.build_model(config, (2,))
+  optimizer = train_lib.make_optimizer(config)
+  state = train_lib.init_state(model, optimizer, np.zeros((1, 2), np.float32),
+                               config.seed)
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), config, (2,))
+  losses = {10: 5.0, 20: 1.0, 30: 4.0, 40: 3.0, 50: 2.0}
+  for step, loss in losses.items():
+    checkpointer.save(step, state.replace(step=np.int32(step)),
+                      {"epoch": 0, "position": step}, {"loss": loss})
+  checkpointer.wait_until_finished()
+  assert sorted(checkpointer.manager.all_steps()) == [20, 40, 50]
+  restored, position = checkpointer.restore(
+      20, jax.eval_shape(lambda: state))
+  checkpointer.close()
+  assert int(restored.step) == 20 and position == {"epoch": 0, "position": 20}
