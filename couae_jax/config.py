@@ -13,6 +13,8 @@ import json
 import typing
 from typing import Any, Optional, Sequence
 
+from couae_jax import kernels
+
 MODELS = ("couae", "wae", "vae")
 DATASETS = ("grid", "digits", "npz", "mnist", "celeba")
 ARCHITECTURES = ("auto", "mlp", "conv")
@@ -77,7 +79,7 @@ class TrainConfig:
   schedule: str = "constant"
   warmup_steps: int = 0
   prior: str = "normal"
-  eps: float = 1e-3
+  eps: float = kernels.DEFAULT_EPS
   kernel_scale: float = 0.0
   num_prior_samples: int = 0
   block_size: int = 128

@@ -141,7 +141,7 @@ def print_table(results: dict) -> None:
           + ", ".join(f"{run['test_ll']:.3f}" for run in r["runs"]))
 
 
-def _bench_sizes(text: str) -> dict:
+def _protocol_sizes(text: str) -> dict:
   selection, fit, batches = (int(v) for v in text.split(","))
   return dict(selection_samples=selection, fit_samples=fit, batches=batches)
 
@@ -158,7 +158,7 @@ def main(argv=None) -> None:
                       help="5 seeds and the authors' protocol sizes")
   parser.add_argument("--test-points", type=int, default=None,
                       help="default 20000 (--full 100000)")
-  parser.add_argument("--protocol", type=_bench_sizes, default=None,
+  parser.add_argument("--protocol", type=_protocol_sizes, default=None,
                       metavar="SELECTION,FIT,BATCHES",
                       help="KDE protocol sizes (default 5000,20000,4; --full "
                            "10000,100000,10)")
