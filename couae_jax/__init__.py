@@ -1,18 +1,18 @@
 """couae-jax: Coulomb autoencoders in JAX.
 
-The kernel, MMD, prior and loss modules need only JAX and load eagerly; the
-modules that need Flax, Optax or Orbax (models, data, training) load on first
-use, so `import couae_jax.losses` costs nothing beyond JAX.
+The kernel, MMD, prior, loss and bound modules need only JAX and load eagerly;
+the modules that need Flax, Optax or Orbax (models, data, training, FID) load
+on first use, so `import couae_jax.losses` costs nothing beyond JAX.
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-from couae_jax import kernels, losses, mmd, priors
+from couae_jax import bounds, kernels, losses, mmd, priors
 
-_LAZY_MODULES = ("checkpointing", "config", "data", "evaluation", "loop",
-                 "models", "plotting", "testing", "train")
+_LAZY_MODULES = ("checkpointing", "config", "data", "evaluation", "fid",
+                 "loop", "models", "plotting", "testing", "train")
 
 
 def __getattr__(name):
@@ -24,5 +24,5 @@ def __getattr__(name):
   raise AttributeError(f"module 'couae_jax' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "kernels", "losses", "mmd", "priors", "restore",
-           *_LAZY_MODULES]
+__all__ = ["__version__", "bounds", "kernels", "losses", "mmd", "priors",
+           "restore", *_LAZY_MODULES]

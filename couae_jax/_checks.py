@@ -8,6 +8,7 @@ NaN or an error from inside XLA.
 from __future__ import annotations
 
 import numbers
+import os
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +77,21 @@ def positive_int(name: str, value, *, allow_none: bool = False) -> None:
     raise ValueError(f"{name} must be a positive integer; got {value!r}.")
 
 
+def prng_key(name: str, key) -> None:
+  """Checks `key` is one PRNG key: typed (`jax.random.key`) or raw uint32
+  key data (`jax.random.PRNGKey`)."""
+  dtype = getattr(key, "dtype", None)
+  shape = getattr(key, "shape", None)
+  if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+    if shape == ():
+      return
+  elif dtype == jnp.uint32 and shape is not None and len(shape) == 1:
+    return
+  raise TypeError(
+      f"{name} must be a single PRNG key (jax.random.key(seed)); got "
+      f"{type(key).__name__} with dtype {dtype} and shape {shape}.")
+
+
 def _concrete(value):
   """`value` as a numpy array, or None for a traced (abstract) value."""
   try:
@@ -96,3 +112,61 @@ def compute_dtype(*arrays) -> jnp.dtype:
   """
   wide = any(jnp.dtype(array.dtype) == jnp.float64 for array in arrays)
   return jnp.dtype(jnp.float64 if wide else jnp.float32)
+
+
+def non_negative_int(name: str, value) -> None:
+  """Checks `value` is a Python (or NumPy) integer >= 0, not a bool."""
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value < 0):
+    raise ValueError(f"{name} must be an integer >= 0; got {value!r}.")
+
+
+def instance(name: str, value, types, what: str) -> None:
+  """Checks `isinstance(value, types)`; the TypeError says `what` is wanted."""
+  if not isinstance(value, types):
+    raise TypeError(f"{name} must be {what}; got {type(value).__name__} "
+                    f"{value!r:.80}.")
+
+
+def path(name: str, value) -> str:
+  """Checks `value` is a path (str or os.PathLike) and returns it as a str."""
+  if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+    raise TypeError(
+        f"{name} must be a path (str or os.PathLike); got "
+        f"{type(value).__name__} {value!r:.80}.")
+  value = os.fspath(value)
+  if not isinstance(value, str) or not value:
+    raise ValueError(f"{name} must be a non-empty path; got {value!r}.")
+  return value
+
+
+def shape_tuple(name: str, shape, *, min_rank: int = 1) -> tuple[int, ...]:
+  """Checks `shape` is a tuple or list of ints >= 1 of length >= `min_rank`
+  and returns it as a tuple."""
+  if (not isinstance(shape, (tuple, list)) or len(shape) < min_rank
+      or any(isinstance(d, bool) or not isinstance(d, numbers.Integral)
+             or d < 1 for d in shape)):
+    raise ValueError(
+        f"{name} must be a tuple of at least {min_rank} positive ints; got "
+        f"{shape!r}.")
+  return tuple(int(d) for d in shape)
+
+
+def axis_name(name: str, value) -> None:
+  """Checks `value` is None or a mesh axis name (str)."""
+  if value is not None and not isinstance(value, str):
+    raise TypeError(
+        f"{name} must be None or a mesh axis name (str); got {value!r}.")
+
+
+def floating_dtype(name: str, dtype) -> jnp.dtype:
+  """Checks `dtype` names a floating dtype and returns it."""
+  try:
+    dtype = jnp.dtype(dtype)
+    floating = jnp.issubdtype(dtype, jnp.floating)
+  except TypeError:
+    floating = False
+  if not floating:
+    raise TypeError(
+        f"{name} must be a floating dtype (e.g. jnp.float32); got {dtype!r}.")
+  return dtype

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import typing
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
+from couae_jax import _checks
 from couae_jax import kernels
 
 MODELS = ("couae", "wae", "vae")
@@ -50,6 +56,9 @@ class TrainConfig:
     block_size: rows per block of the streamed MMD; 0 evaluates it densely
       (autodiff through whole Gram matrices: several times slower on CPU, see
       BUILD_NOTES.md).
+    steps_per_call: steps run inside one jitted call (a `lax.scan`); calls
+      also end at every log, checkpoint and evaluation step. Raising it
+      amortises per-step dispatch, which dominates small models (Grid).
     checkpoint_every: save every this many steps (and at the end).
     keep_checkpoints: how many of the latest checkpoints to keep (the best one
       by `best_metric` is kept besides).
@@ -58,9 +67,36 @@ class TrainConfig:
     log_every: steps between progress and JSONL log lines.
     eval_every: steps between evaluations (figures); 0 evaluates at the end.
     grid_train_size: training points of the Grid data set.
+    stochastic_encoder: for `couae` and `wae`, a Gaussian encoder (WAE's
+      "random encoder"): the codes whose MMD to the prior is penalised are
+      reparameterised samples of N(mean, diag(exp(log_var))). The VAE's
+      encoder is always Gaussian. It lets codes of data of lower dimension
+      than h fill the latent space (see BUILD_NOTES.md, Grid).
+    standardize: train on `(x - mean) / scale` (per-feature mean, one overall
+      standard deviation) instead of the raw data; the trained model maps
+      back, so it takes and gives data in their own units. The reconstruction
+      error, and so the balance with `lam`, is then in standardised units.
     distributed: call `jax.distributed.initialize()` (multi-host runs); it
       can also be asked for with the environment variable
       `COUAE_DISTRIBUTED=1`.
+
+  Every field has the default shown in its declaration (the paper's Grid run:
+  `data='grid'`, `model='couae'`, `latent_dim=3`, `hidden=(128, 128)`,
+  `steps=2000`, `batch_size=500`, `lam=10.0`, Adam with `learning_rate=1e-3`,
+  `b1=0.5`, `b2=0.9`). Construction does not check values; `validate` does,
+  and `from_dict` converts and rejects unknown names.
+
+  Example:
+    >>> from couae_jax import config as config_lib
+    >>> config = config_lib.TrainConfig(latent_dim=8, hidden=(8,))
+    >>> config.replace(model="wae").model, config.batch_size
+    ('wae', 500)
+    >>> config_lib.TrainConfig.from_dict(config.to_dict()) == config
+    True
+    >>> config_lib.TrainConfig.from_dict({"lamda": 1.0})
+    Traceback (most recent call last):
+      ...
+    ValueError: unknown config fields ['lamda'].
   """
   data: str = "grid"
   data_path: str = ""
@@ -83,25 +119,42 @@ class TrainConfig:
   kernel_scale: float = 0.0
   num_prior_samples: int = 0
   block_size: int = 128
+  steps_per_call: int = 1
   checkpoint_every: int = 500
   keep_checkpoints: int = 2
   best_metric: str = "loss"
   log_every: int = 100
   eval_every: int = 0
   grid_train_size: int = 500
+  stochastic_encoder: bool = False
+  standardize: bool = False
   distributed: bool = False
 
   def replace(self, **changes) -> "TrainConfig":
+    """A copy with the named fields changed (unknown names: TypeError)."""
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:
+    """`{field: value}` for every field (tuples stay tuples)."""
     return dataclasses.asdict(self)
 
   def to_json(self) -> str:
+    """The fields as a JSON object with sorted keys."""
     return json.dumps(self.to_dict(), sort_keys=True)
 
   @classmethod
-  def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+  def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+    """The config with `values` (e.g. parsed JSON or strings) converted to
+    the fields' types; missing fields keep their defaults.
+
+    Raises:
+      TypeError: `values` not a mapping.
+      ValueError: an unknown field, or a value not convertible to its type.
+    """
+    if not isinstance(values, Mapping):
+      raise TypeError(
+          f"values must be a mapping of config fields; got "
+          f"{type(values).__name__}.")
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
       raise ValueError(f"unknown config fields {unknown}.")
@@ -136,16 +189,51 @@ def _coerce(name: str, hint, value):
 def parse_overrides(config: TrainConfig, args: Sequence[str]) -> TrainConfig:
   """Applies `--config.FIELD=VALUE` arguments to `config`.
 
+  Values are strings converted to the field's type (`hidden=64,32` gives
+  `(64, 32)`; booleans take true/false/1/0); later arguments win.
+
+  Args:
+    config: the configuration to start from, a `TrainConfig`.
+    args: the command-line arguments, a sequence of str (not one str).
+
+  Returns:
+    A new `TrainConfig`; `config` is unchanged. Values are converted, not
+    validated: call `validate` on the result.
+
   Raises:
-    ValueError: an argument not of that form, or an unknown field (the message
-      lists the fields).
+    TypeError: `config` not a `TrainConfig`, or `args` a string or holding a
+      non-string.
+    ValueError: an argument not of that form, an unknown field (the message
+      lists the fields), or a value not of the field's type.
+
+  Example:
+    >>> from couae_jax import config as config_lib
+    >>> config = config_lib.parse_overrides(
+    ...     config_lib.TrainConfig(), ["--config.lam=2.5", "--config.hidden=64,32"])
+    >>> config.lam, config.hidden
+    (2.5, (64, 32))
+    >>> config_lib.parse_overrides(config, ["--config.steps=1.5"])
+    Traceback (most recent call last):
+      ...
+    ValueError: config.steps must be of type int; got '1.5'.
   """
+  _check_config(config)
+  if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+    raise TypeError(
+        f"args must be a sequence of strings like '--config.lam=1'; got "
+        f"{type(args).__name__} {args!r:.80}.")
+  args = list(args)
+  for arg in args:
+    if not isinstance(arg, str):
+      raise TypeError(
+          f"args must hold strings like '--config.lam=1'; got "
+          f"{type(arg).__name__} {arg!r:.80}.")
   changes: dict[str, Any] = {}
   fields = {f.name for f in dataclasses.fields(TrainConfig)}
   for arg in args:
     if not arg.startswith("--config.") or "=" not in arg:
       raise ValueError(
-          f"expected --config.FIELD=VALUE, got {arg!r}; fields: "
+          f"args must be --config.FIELD=VALUE arguments; got {arg!r}; fields: "
           f"{', '.join(sorted(fields))}.")
     name, value = arg[len("--config."):].split("=", 1)
     if name not in fields:
@@ -160,18 +248,42 @@ def validate(config: TrainConfig, *, devices: int = 1,
              processes: int = 1) -> None:
   """Rejects a bad configuration before any compilation.
 
+  Checks each field's type (ints for counts, finite numbers for the real
+  hyperparameters, str for the choices, a tuple of ints for `hidden`), its
+  range, and that the global batch and prior samples split evenly over
+  `devices` and `processes`.
+
   Args:
-    config: the configuration.
-    devices: devices the global batch is split over.
-    processes: processes (hosts) feeding the global batch.
+    config: the configuration, a `TrainConfig`.
+    devices: devices the global batch is split over (default 1).
+    processes: processes (hosts) feeding the global batch (default 1).
+
+  Returns:
+    None; the config is fine when nothing is raised.
 
   Raises:
-    ValueError: naming the field and what to change.
+    TypeError: `config` not a `TrainConfig`.
+    ValueError: `devices` or `processes` not a positive int, or a bad field:
+      the message starts `bad config:` and names the field and what to
+      change.
+
+  Example:
+    >>> from couae_jax import config as config_lib
+    >>> config_lib.validate(config_lib.TrainConfig(batch_size=64), devices=4)
+    >>> config_lib.validate(config_lib.TrainConfig(batch_size=10), devices=4)
+    Traceback (most recent call last):
+      ...
+    ValueError: bad config: batch_size=10 is not divisible by the 4 devices; use a multiple of 4.
   """
+  _check_config(config)
+  _checks.positive_int("devices", devices)
+  _checks.positive_int("processes", processes)
+
   def require(condition: bool, message: str) -> None:
     if not condition:
       raise ValueError(f"bad config: {message}")
 
+  _check_field_types(config, require)
   require(config.model in MODELS,
           f"model={config.model!r}; choose one of {MODELS}.")
   require(config.data in DATASETS,
@@ -219,6 +331,8 @@ def validate(config: TrainConfig, *, devices: int = 1,
           "default.")
   require(config.block_size >= 0,
           f"block_size={config.block_size} must be > 0, or 0 for dense.")
+  require(config.steps_per_call >= 1,
+          f"steps_per_call={config.steps_per_call} must be >= 1.")
   require(config.checkpoint_every >= 1,
           f"checkpoint_every={config.checkpoint_every} must be >= 1.")
   require(config.keep_checkpoints >= 1,
@@ -233,6 +347,34 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.grid_train_size >= 25 and config.grid_train_size % 25 == 0,
           f"grid_train_size={config.grid_train_size} must be a positive "
           "multiple of 25 (equal points per mode).")
+
+
+def _check_config(config, name: str = "config") -> None:
+  _checks.instance(name, config, TrainConfig, "a TrainConfig")
+
+
+def _check_field_types(config: TrainConfig, require) -> None:
+  """Each field has its declared type; reals are finite."""
+  hints = typing.get_type_hints(TrainConfig)
+  for field in dataclasses.fields(TrainConfig):
+    value, hint = getattr(config, field.name), hints[field.name]
+    if typing.get_origin(hint) is tuple:
+      ok = isinstance(value, (tuple, list)) and all(
+          isinstance(v, numbers.Integral) and not isinstance(v, bool)
+          for v in value)
+      expected = "a tuple of ints"
+    elif hint is bool:
+      ok, expected = isinstance(value, (bool, np.bool_)), "a bool"
+    elif hint is int:
+      ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+      expected = "an int"
+    elif hint is float:
+      ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+      expected = "a finite number"
+    else:
+      ok, expected = isinstance(value, str), "a str"
+    require(ok, f"{field.name}={value!r} must be {expected}.")
 
 
 def optional(value: float) -> Optional[float]:

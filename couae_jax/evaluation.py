@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Callable, Sequence
 
 import jax
@@ -74,6 +75,37 @@ def kde_log_density(queries: jax.Array, samples: jax.Array, bandwidth: float,
                           block_size=block_size)
 
 
+def _points(name: str, value, *, min_points: int = 1) -> np.ndarray:
+  """`value` as float32 points `[n, d]`, n >= min_points (real dtype)."""
+  array = np.asarray(value)
+  if not (np.issubdtype(array.dtype, np.floating)
+          or np.issubdtype(array.dtype, np.integer)):
+    raise TypeError(f"{name} must be a real (floating or integer) array; got "
+                    f"dtype {array.dtype}.")
+  if array.ndim != 2:
+    raise ValueError(f"{name} must be a set of points of shape [n, d]; got "
+                     f"shape {array.shape}.")
+  if array.shape[0] < min_points:
+    raise ValueError(f"{name} must hold at least {min_points} points; got "
+                     f"{array.shape[0]} (shape {array.shape}).")
+  return array.astype(np.float32, copy=False)
+
+
+def _bandwidths(bandwidths) -> tuple[float, ...]:
+  try:
+    values = tuple(bandwidths)
+  except TypeError:
+    raise TypeError(f"bandwidths must be a sequence of numbers; got "
+                    f"{bandwidths!r:.80}.") from None
+  if not values:
+    raise ValueError("bandwidths must hold at least one candidate; got none.")
+  for value in values:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+      raise TypeError(f"bandwidths must hold numbers; got {value!r}.")
+    _checks.positive("bandwidths", value)
+  return values
+
+
 def select_bandwidth(samples: np.ndarray,
                      bandwidths: Sequence[float] = BANDWIDTHS, *,
                      folds: int = 5, seed: int = 0) -> tuple[float, dict]:
@@ -84,15 +116,35 @@ def select_bandwidth(samples: np.ndarray,
   scikit-learn's `GridSearchCV(KernelDensity())` would, exactly).
 
   Args:
-    samples: `[N, d]` generated samples (never test data).
-    bandwidths: the candidates.
-    folds: number of folds.
-    seed: shuffles the samples into folds.
+    samples: `[N, d]` generated samples (never test data), N >= folds.
+    bandwidths: the candidates, each > 0 (default `BANDWIDTHS`, the authors'
+      grid `logspace(-3, 1.5, 10)`).
+    folds: number of folds, an int >= 2 (default 5).
+    seed: shuffles the samples into folds, an int >= 0 (default 0).
 
   Returns:
     `(best_bandwidth, {bandwidth: mean held-out log-likelihood})`.
+
+  Raises:
+    TypeError: `samples` not a real array, `bandwidths` not a sequence of
+      numbers.
+    ValueError: `samples` not `[N, d]` with N >= folds, no bandwidths or one
+      <= 0, `folds` not an int >= 2, `seed` not an int >= 0.
+
+  Example:
+    >>> import numpy as np
+    >>> from couae_jax import evaluation
+    >>> samples = np.random.default_rng(0).normal(size=(500, 1))
+    >>> best, scores = evaluation.select_bandwidth(samples, [0.01, 0.3, 10.0])
+    >>> best, len(scores)
+    (0.3, 3)
   """
-  samples = np.asarray(samples, np.float32)
+  if (isinstance(folds, bool) or not isinstance(folds, numbers.Integral)
+      or folds < 2):
+    raise ValueError(f"folds must be an integer >= 2; got {folds!r}.")
+  samples = _points("samples", samples, min_points=folds)
+  bandwidths = _bandwidths(bandwidths)
+  _checks.non_negative_int("seed", seed)
   order = np.random.default_rng(seed).permutation(len(samples))
   parts = np.array_split(order, folds)
   scores = {}
@@ -124,25 +176,79 @@ def test_log_likelihood(generate: Callable[[int, int], np.ndarray],
     generate: `generate(n, seed) -> [n, d]` generated samples; different seeds
       must give independent samples.
     true_samples: `[M, d]` test points, M divisible by `batches`.
-    selection_samples, fit_samples, batches, bandwidths: the protocol's sizes.
-    seed: seeds the generator calls (seed and seed + 1) and the folds.
+    selection_samples: generated points for the bandwidth's cross-validation,
+      an int >= 5 (default 10,000).
+    fit_samples: generated points the KDE is fitted on, an int >= 1 (default
+      100,000).
+    batches: batches of `true_samples`, an int >= 1 (default 10).
+    bandwidths: the candidates, each > 0 (default `BANDWIDTHS`).
+    seed: seeds the generator calls (seed and seed + 1) and the folds, an int
+      >= 0 (default 0).
 
   Returns:
-    A dict with `mean`, `std`, `batch_means`, `bandwidth` and `cv_scores`.
+    A dict with `mean`, `std`, `batch_means` (a list of `batches` floats),
+    `bandwidth` and `cv_scores` (as `select_bandwidth`).
+
+  Raises:
+    TypeError: `generate` not callable, `true_samples` not a real array, bad
+      `bandwidths`.
+    ValueError: `true_samples` not `[M, d]`, M not divisible by `batches`, a
+      count not a positive int, `seed` not an int >= 0, or `generate`
+      returning other than `[n, d]`.
+
+  Example:
+    >>> import numpy as np
+    >>> from couae_jax import evaluation
+    >>> def generate(n, seed):  # a perfect model of N(0, 1)
+    ...   return np.random.default_rng(seed).normal(size=(n, 1))
+    >>> test = np.random.default_rng(99).normal(size=(400, 1))
+    >>> result = evaluation.test_log_likelihood(
+    ...     generate, test, selection_samples=500, fit_samples=2000,
+    ...     batches=4, bandwidths=[0.01, 0.3, 10.0])
+    >>> result["bandwidth"], len(result["batch_means"])
+    (0.3, 4)
+    >>> -1.6 < result["mean"] < -1.3  # the exact value is -1.42
+    True
   """
-  true_samples = np.asarray(true_samples, np.float32)
+  if not callable(generate):
+    raise TypeError(f"generate must be callable as generate(n, seed); got "
+                    f"{generate!r:.80}.")
+  true_samples = _points("true_samples", true_samples)
+  _checks.positive_int("selection_samples", selection_samples)
+  if selection_samples < 5:
+    raise ValueError(
+        f"selection_samples must be >= 5 (one point per fold of the "
+        f"bandwidth's 5-fold cross-validation); got {selection_samples!r}.")
+  _checks.positive_int("fit_samples", fit_samples)
+  _checks.positive_int("batches", batches)
+  bandwidths = _bandwidths(bandwidths)
+  _checks.non_negative_int("seed", seed)
   if len(true_samples) % batches:
     raise ValueError(
         f"true_samples holds {len(true_samples)} points, not divisible by "
         f"batches={batches}.")
-  bandwidth, scores = select_bandwidth(generate(selection_samples, seed),
+  def generated(n, generate_seed):
+    points = _points("generate(n, seed)", generate(n, generate_seed))
+    if points.shape != (n, true_samples.shape[1]):
+      raise ValueError(
+          f"generate(n, seed) must return [n, d] = [{n}, "
+          f"{true_samples.shape[1]}] (d of true_samples); got shape "
+          f"{points.shape}.")
+    return points
+
+  bandwidth, scores = select_bandwidth(generated(selection_samples, seed),
                                        bandwidths, seed=seed)
-  centres = generate(fit_samples, seed + 1)
+  centres = generated(fit_samples, seed + 1)
   batch_means = [float(jnp.mean(kde_log_density(batch, centres, bandwidth)))
                  for batch in np.split(true_samples, batches)]
   return {"mean": float(np.mean(batch_means)),
           "std": float(np.std(batch_means)), "batch_means": batch_means,
           "bandwidth": bandwidth, "cv_scores": scores}
+
+
+# Not a pytest test, though its name says so (pytest collects it when this
+# file is named on the command line, e.g. to run its doctests).
+test_log_likelihood.__test__ = False
 
 
 def mode_coverage(samples: np.ndarray, means: np.ndarray, std: float, *,
@@ -154,17 +260,39 @@ def mode_coverage(samples: np.ndarray, means: np.ndarray, std: float, *,
   belong to it.
 
   Args:
-    samples: `[N, d]` generated samples.
-    means: `[K, d]` the modes' centres.
-    std: the modes' standard deviation.
-    radius: in standard deviations.
-    min_count: samples needed to cover a mode.
+    samples: `[N, d]` generated samples, N >= 1.
+    means: `[K, d]` the modes' centres, K >= 1.
+    std: the modes' standard deviation, > 0.
+    radius: in standard deviations, > 0 (default 3.0).
+    min_count: samples needed to cover a mode, an int >= 1 (default 1).
 
   Returns:
-    `{'modes_covered': int, 'off_mode_fraction': float, 'counts': [K]}`.
+    `{'modes_covered': int, 'off_mode_fraction': float, 'counts': [K]}`
+    (counts a list of ints).
+
+  Raises:
+    TypeError: `samples` or `means` not a real array.
+    ValueError: `samples` or `means` not a non-empty `[n, d]` set, their d
+      differ, `std` or `radius` not finite and > 0, `min_count` not a
+      positive int.
+
+  Example:
+    >>> import numpy as np
+    >>> from couae_jax import evaluation
+    >>> means = np.array([[0.0, 0.0], [10.0, 0.0]])
+    >>> samples = np.array([[0.1, 0.0], [-0.2, 0.1], [5.0, 0.0]])
+    >>> evaluation.mode_coverage(samples, means, std=0.1)
+    {'modes_covered': 1, 'off_mode_fraction': 0.33333333333333337, 'counts': [2, 0]}
   """
-  samples = np.asarray(samples, np.float64)
-  means = np.asarray(means, np.float64)
+  samples = _points("samples", samples).astype(np.float64)
+  means = _points("means", means).astype(np.float64)
+  if samples.shape[1] != means.shape[1]:
+    raise ValueError(
+        f"samples and means must have the same last dimension d; got "
+        f"samples.shape={samples.shape} and means.shape={means.shape}.")
+  _checks.positive("std", std)
+  _checks.positive("radius", radius)
+  _checks.positive_int("min_count", min_count)
   distances = np.sqrt(((samples[:, None, :] - means[None]) ** 2).sum(-1))
   nearest = distances.argmin(1)
   on_mode = distances.min(1) <= radius * std

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -55,27 +56,90 @@ class RadialForm:
       values lie in (the lower end may be approached only at infinite distance).
     positive_definite: `positive_definite(h, **params) -> bool`, True where the
       kernel is proven positive definite on R^h.
+
+  Each kernel of this module carries its form as its `radial_form`
+  attribute; `radial_form(kernel, h)` binds it to a latent size.
+
+  Raises:
+    TypeError: a field that is not callable.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from couae_jax import kernels
+    >>> form = kernels.gaussian.radial_form
+    >>> isinstance(form, kernels.RadialForm), form.resolve(3, scale=2.0)
+    (True, {'scale': 2.0})
+    >>> form.bounds(3, scale=2.0), form.positive_definite(3, scale=2.0)
+    ((0.0, 1.0), True)
+    >>> k = form.profile(jnp.array([0.0, 8.0]), h=3, scale=2.0)  # exp(-t / 8)
+    >>> [round(v, 4) for v in k.tolist()]
+    [1.0, 0.3679]
   """
   profile: Callable[..., jax.Array]
   resolve: Callable[..., dict]
   bounds: Callable[..., tuple[float, float]]
   positive_definite: Callable[..., bool]
 
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      if not callable(getattr(self, field.name)):
+        raise TypeError(
+            f"{field.name} must be callable; got "
+            f"{getattr(self, field.name)!r:.80}.")
+
 
 @dataclasses.dataclass(frozen=True)
 class BoundRadialKernel:
-  """A radial kernel with its hyperparameters resolved for one latent size."""
+  """A radial kernel with its hyperparameters resolved for one latent size.
+
+  What `radial_form(kernel, h)` returns; the MMD estimators evaluate Gram
+  matrices through its `profile`.
+
+  Attributes:
+    form: the kernel's `RadialForm`.
+    h: the latent size, an int >= 1.
+    params: the resolved hyperparameters (defaults filled in), a dict.
+
+  Raises:
+    TypeError: `form` not a `RadialForm`, `params` not a dict; in `profile`,
+      a non-floating `sq_dist`.
+    ValueError: `h` not a positive int.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from couae_jax import kernels
+    >>> bound = kernels.radial_form(kernels.coulomb, 3)
+    >>> bound.h, bound.params["eps"], round(bound.params["scale"], 4)
+    (3, 0.01, 2.4495)
+    >>> bound.bounds(), bound.positive_definite()
+    ((0.0, 100.0), True)
+    >>> k = bound.profile(jnp.array([0.0, 6.0]))  # 1/((r/scale)^(h-2) + eps)
+    >>> k.dtype, [round(v, 4) for v in k.tolist()]
+    (dtype('float32'), [100.0, 0.9901])
+  """
   form: RadialForm
   h: int
   params: dict
 
+  def __post_init__(self):
+    if not isinstance(self.form, RadialForm):
+      raise TypeError(f"form must be a RadialForm; got {self.form!r:.80}.")
+    _checks.positive_int("h", self.h)
+    if not isinstance(self.params, dict):
+      raise TypeError(f"params must be a dict of hyperparameters; got "
+                      f"{self.params!r:.80}.")
+
   def profile(self, sq_dist: jax.Array) -> jax.Array:
+    """The kernel at squared distances `sq_dist` (any shape, floating)."""
+    sq_dist = _checks.floating_array("sq_dist", sq_dist, min_rank=0)
     return self.form.profile(sq_dist, h=self.h, **self.params)
 
   def bounds(self) -> tuple[float, float]:
+    """`(lower, upper)`, the closed range of the kernel's values."""
     return self.form.bounds(self.h, **self.params)
 
   def positive_definite(self) -> bool:
+    """True where the kernel is proven positive definite on R^h."""
     return self.form.positive_definite(self.h, **self.params)
 
 
@@ -84,8 +148,39 @@ def radial_form(kernel: Kernel, h: int) -> Optional[BoundRadialKernel]:
 
   Recognises the kernels of this module and `functools.partial` objects that
   bind their keyword hyperparameters (partials of partials flatten).
-  Hyperparameters are validated here, so bad ones raise at trace time.
+  Hyperparameters are validated here, so bad ones raise at trace time. Any
+  other callable (a lambda, a partial binding positional arguments) has no
+  radial form.
+
+  Args:
+    kernel: a callable kernel `k(x, y, **params)`.
+    h: the latent size, an int >= 1 (`x.shape[-1]`).
+
+  Returns:
+    A `BoundRadialKernel`, or None.
+
+  Raises:
+    TypeError: `kernel` not callable.
+    ValueError: `h` not a positive int, or hyperparameters the kernel rejects
+      for this `h` (e.g. `coulomb` with h < 3, eps <= 0).
+
+  Example:
+    >>> import functools
+    >>> from couae_jax import kernels
+    >>> kernels.radial_form(functools.partial(kernels.imq, scale=2.0), 5).params
+    {'scale': 2.0}
+    >>> kernels.radial_form(lambda x, y: x @ y, 5) is None
+    True
+    >>> kernels.radial_form(kernels.coulomb, 2)
+    Traceback (most recent call last):
+      ...
+    ValueError: coulomb needs latent size h = x.shape[-1] >= 3 (it is 1/r^(h-2)); got h=2. For h = 2 use couae_jax.kernels.coulomb_log.
   """
+  if not callable(kernel):
+    raise TypeError(f"kernel must be callable; got {kernel!r:.80}.")
+  if isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1:
+    raise ValueError(
+        f"h must be a positive integer (the latent size); got {h!r}.")
   params: dict[str, Any] = {}
   if isinstance(kernel, functools.partial):
     if kernel.args:
@@ -394,7 +489,11 @@ def multiscale(kernel: Kernel, *, scales: Sequence[float], **params) -> Kernel:
     raise TypeError(
         f"kernel must be one of couae_jax.kernels' kernels (coulomb, "
         f"coulomb_log, gaussian, imq); got {kernel!r}.")
-  scales = tuple(scales)
+  try:
+    scales = tuple(scales)
+  except TypeError:
+    raise TypeError(
+        f"scales must be a sequence of lengths; got {scales!r:.80}.") from None
   if not scales:
     raise ValueError("scales must hold at least one length; got none.")
   for s in scales:

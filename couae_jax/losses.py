@@ -148,13 +148,38 @@ def coulomb_regularizer(
   codes = _checks.sample_set("codes", codes, min_points=1)
   samples = _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
                            axis_name)
-  if scale is None:
-    scale = priors_lib.PRIOR_STD.get(prior, 1.0) * math.sqrt(
-        2.0 * codes.shape[-1])
-  coulomb = kernels.coulomb if codes.shape[-1] >= 3 else kernels.coulomb_log
-  kernel = functools.partial(coulomb, eps=eps, scale=scale)
+  kernel = coulomb_kernel(codes.shape[-1], eps=eps, scale=scale, prior=prior)
   return mmd.mmd2(codes, samples, kernel, block_size=block_size,
                   axis_name=axis_name)
+
+
+def coulomb_kernel(h: int, *, eps: float = kernels.DEFAULT_EPS,
+                   scale: Optional[float] = None,
+                   prior: priors_lib.Prior = priors_lib.standard_normal
+                   ) -> kernels.Kernel:
+  """The kernel `coulomb_regularizer` uses for codes of size h.
+
+  Args:
+    h: the latent size, >= 2.
+    eps, scale, prior: as in `coulomb_regularizer`.
+
+  Returns:
+    `kernels.coulomb` (h >= 3) or `kernels.coulomb_log` (h = 2) with its
+    hyperparameters bound, for `mmd.mmd2` or `bounds.kernel_bound`.
+
+  Example:
+    >>> from couae_jax import losses
+    >>> kernel = losses.coulomb_kernel(3, eps=1e-2)
+    >>> kernel.func.__name__, round(kernel.keywords["scale"], 3)
+    ('coulomb', 2.449)
+  """
+  _checks.positive_int("h", h)
+  if h < 2:
+    raise ValueError(f"h must be >= 2 for the Coulomb kernel; got {h}.")
+  if scale is None:
+    scale = priors_lib.PRIOR_STD.get(prior, 1.0) * math.sqrt(2.0 * h)
+  coulomb = kernels.coulomb if h >= 3 else kernels.coulomb_log
+  return functools.partial(coulomb, eps=eps, scale=scale)
 
 
 def wae_regularizer(
@@ -197,15 +222,38 @@ def wae_regularizer(
                            axis_name)
   if sigma is None:
     sigma = priors_lib.PRIOR_STD.get(prior, 1.0)
-  _checks.positive("sigma", sigma)
-  base = 2.0 * codes.shape[-1] * sigma**2
-  kernel = kernels.multiscale(
-      kernels.imq, scales=[math.sqrt(base * s) for s in scales])
+  kernel = wae_kernel(codes.shape[-1], sigma=sigma, scales=scales)
   return mmd.mmd2(codes, samples, kernel, block_size=block_size,
                   axis_name=axis_name)
 
 
+def wae_kernel(h: int, *, sigma: float = 1.0,
+               scales: Sequence[float] = WAE_SCALES) -> kernels.Kernel:
+  """The multi-scale IMQ kernel `wae_regularizer` uses for codes of size h.
+
+  Args:
+    h: the latent size, >= 1.
+    sigma, scales: as in `wae_regularizer`.
+
+  Returns:
+    `sum_s C_s / (C_s + ‖z - z'‖²)` with `C_s = 2 h sigma² s`, a
+    `kernels.multiscale` kernel.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from couae_jax import losses
+    >>> kernel = losses.wae_kernel(2, scales=(1.0, 2.0))
+    >>> kernel(jnp.zeros(2), jnp.zeros(2))  # 1 per scale at distance 0
+    Array(2., dtype=float32)
+  """
+  _checks.positive_int("h", h)
+  _checks.positive("sigma", sigma)
+  base = 2.0 * h * sigma**2
+  return kernels.multiscale(
+      kernels.imq, scales=[math.sqrt(base * s) for s in scales])
+
+
 __all__ = [
-    "WAE_SCALES", "coulomb_regularizer", "gaussian_kl", "squared_error",
-    "wae_regularizer",
+    "WAE_SCALES", "coulomb_kernel", "coulomb_regularizer", "gaussian_kl",
+    "squared_error", "wae_kernel", "wae_regularizer",
 ]

@@ -26,6 +26,10 @@ trainer can run either half inside one `apply` through its `encode` and
 `decode` methods; `make_autoencoder` builds the pair for a data shape, and the
 jitted `encode` / `decode` functions run a trained model's halves on restored
 variables.
+
+Bad arguments raise a `ValueError` or `TypeError` naming the argument: module
+attributes when the module is constructed, inputs when it is traced (shapes
+and dtypes only, so every check is jit-safe).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
@@ -61,11 +66,6 @@ Encoding = Union[jax.Array, tuple[jax.Array, jax.Array]]
 # Validation and architecture rules.
 
 
-def scale_width(features: int, width: float) -> int:
-  """Units of a layer of nominal size `features` at width factor `width`."""
-  return max(1, round(features * width))
-
-
 def _check_width(width) -> None:
   if (isinstance(width, bool) or not isinstance(width, numbers.Real)
       or not math.isfinite(width) or width <= 0):
@@ -83,6 +83,89 @@ def _check_shape(name: str, shape, *, allow_empty: bool = False) -> None:
         f"positive ints; got {shape!r}.")
 
 
+def _as_shape(name: str, shape, *, allow_empty: bool = False) -> tuple:
+  """`shape` as a checked tuple. Functions accept lists too; module
+  attributes must be tuples to stay hashable."""
+  if isinstance(shape, list):
+    shape = tuple(shape)
+  _check_shape(name, shape, allow_empty=allow_empty)
+  return shape
+
+
+def _check_flag(name: str, value) -> None:
+  # A traced or array flag would fail later inside Flax with a concretization
+  # error; these flags choose the program, so they must be Python bools.
+  if not isinstance(value, bool):
+    raise TypeError(f"{name} must be a Python bool; got {value!r}.")
+
+
+def _check_dtype(dtype) -> None:
+  if dtype is None:
+    return
+  try:
+    floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+  except TypeError:
+    floating = False
+  if not floating:
+    raise TypeError(
+        f"dtype must be None or a floating dtype (e.g. jnp.bfloat16); got "
+        f"{dtype!r}.")
+
+
+def _check_axis_name(axis_name) -> None:
+  if axis_name is not None and not isinstance(axis_name, str):
+    raise TypeError(
+        f"axis_name must be None or a mesh axis name (str); got "
+        f"{axis_name!r}.")
+
+
+def _check_batch(name: str, x, *, rank: Optional[int] = None,
+                 min_rank: int = 2,
+                 example_shape: Optional[tuple[int, ...]] = None) -> jax.Array:
+  """Checks `x` is a floating batch `[B, ...]` and returns it as an array.
+
+  `example_shape`, if given, is the required shape of `x[0]`; otherwise `x`
+  needs rank `rank`, or at least `min_rank`.
+  """
+  x = _checks.floating_array(name, x, min_rank=0)
+  shape = tuple(x.shape)
+  if example_shape is not None:
+    if shape[1:] != example_shape:
+      dims = ", ".join(str(d) for d in example_shape)
+      raise ValueError(
+          f"{name} must have shape [B, {dims}] (a batch of the model's "
+          f"examples); got shape {shape}.")
+  elif x.ndim < min_rank or (rank is not None and x.ndim != rank):
+    expected = f"rank {rank}" if rank is not None else f"rank >= {min_rank}"
+    raise ValueError(
+        f"{name} must be a batch of {expected} (leading batch dimension); "
+        f"got shape {shape}.")
+  return x
+
+
+def scale_width(features: int, width: float) -> int:
+  """Units of a layer of nominal size `features` at width factor `width`.
+
+  Args:
+    features: the layer's size at width 1, an int >= 1.
+    width: the factor scaling it, a finite number > 0.
+
+  Returns:
+    `max(1, round(features * width))`.
+
+  Raises:
+    ValueError: `features` not a positive int, or `width` not finite and > 0.
+
+  Example:
+    >>> from couae_jax import models
+    >>> models.scale_width(128, 0.25), models.scale_width(128, 1e-3)
+    (32, 1)
+  """
+  _checks.positive_int("features", features)
+  _check_width(width)
+  return max(1, round(features * width))
+
+
 def conv_stages(image_shape: tuple[int, int, int], *,
                 name: str = "image_shape") -> int:
   """Number of stride-2 convolutions the encoder applies to an image.
@@ -94,14 +177,20 @@ def conv_stages(image_shape: tuple[int, int, int], *,
   `min(stages, MAX_DECODER_STAGES)` stride-2 transposed convolutions.
 
   Args:
-    image_shape: `(height, width, channels)`.
-    name: the argument that errors name.
+    image_shape: `(height, width, channels)`, a tuple of positive ints.
+    name: the argument that errors name (default 'image_shape').
 
   Returns:
-    The number of stages, >= 1.
+    The number of stages, between 1 and 4.
 
   Raises:
-    ValueError: the shape is not `(H, W, C)`, or H or W is odd or < 4.
+    ValueError: the shape is not a tuple `(H, W, C)` of positive ints, or H or
+      W is odd or < 4.
+
+  Example:
+    >>> from couae_jax import models
+    >>> [models.conv_stages(s) for s in [(64, 64, 3), (28, 28, 1), (6, 6, 1)]]
+    [4, 2, 1]
   """
   _check_shape(name, image_shape)
   if len(image_shape) != 3:
@@ -120,13 +209,6 @@ def conv_stages(image_shape: tuple[int, int, int], *,
         f"least {2 * MIN_FEATURE_SIZE}; got {image_shape}. Pad or resize the "
         "images, or use kind='mlp'.")
   return stages
-
-
-def _check_batch(name: str, x: jax.Array, min_rank: int) -> None:
-  if x.ndim < min_rank:
-    raise ValueError(
-        f"{name} must be a batch of rank >= {min_rank} (leading batch "
-        f"dimension); got shape {tuple(x.shape)}.")
 
 
 # ---------------------------------------------------------------------------
@@ -159,15 +241,34 @@ def _bn_relu(x: jax.Array, train: bool, dtype: Optional[Any],
 class MLPEncoder(nn.Module):
   """Fully connected encoder: ReLU hidden layers, linear output.
 
-  Inputs of any shape `[B, ...]` are flattened to `[B, d]` first.
+  Inputs of any shape `[B, ...]` are flattened to `[B, d]` first. The
+  parameters are a `Dense_<i>` layer per hidden width and the head `codes`
+  (`[d', h]` kernel), or `mean` and `log_var` when stochastic.
 
   Attributes:
-    latent_dim: the code size h.
-    hidden: nominal widths of the hidden layers, input side first.
-    width: factor scaling every hidden width (`scale_width`).
+    latent_dim: the code size h, an int >= 1.
+    hidden: nominal widths of the hidden layers, input side first (default
+      `(128, 128)`; `()` gives a linear encoder).
+    width: factor scaling every hidden width (`scale_width`; default 1).
     stochastic: return a diagonal Gaussian's `(mean, log_var)` (VAE) instead
-      of deterministic codes.
-    dtype: computation dtype (parameters stay float32); None infers it.
+      of deterministic codes (default False).
+    dtype: computation dtype (parameters stay float32); None (default) infers
+      it.
+
+  Raises:
+    ValueError: latent_dim, hidden or width invalid (at construction).
+    TypeError: stochastic not a bool or dtype not floating.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> encoder = models.MLPEncoder(latent_dim=3, hidden=(16,))
+    >>> x = jnp.ones((5, 2))
+    >>> variables = encoder.init(jax.random.key(0), x)
+    >>> jax.tree.map(jnp.shape, variables["params"])
+    {'Dense_0': {'bias': (16,), 'kernel': (2, 16)}, 'codes': {'bias': (3,), 'kernel': (16, 3)}}
+    >>> encoder.apply(variables, x).shape
+    (5, 3)
   """
   latent_dim: int
   hidden: tuple[int, ...] = (128, 128)
@@ -179,17 +280,32 @@ class MLPEncoder(nn.Module):
     _checks.positive_int("latent_dim", self.latent_dim)
     _check_shape("hidden", self.hidden, allow_empty=True)
     _check_width(self.width)
+    _check_flag("stochastic", self.stochastic)
+    _check_dtype(self.dtype)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> Encoding:
-    """Encodes `x: [B, ...]` to codes `[B, h]` or `(mean, log_var)`.
+    """Encodes `x: [B, ...]` (floating) to codes `[B, h]` or `(mean, log_var)`.
 
-    `train` is accepted for a uniform interface; the MLP has no layers that
-    depend on it.
+    `train` (default False) is accepted for a uniform interface; the MLP has no
+    layers that depend on it.
+
+    Raises:
+      ValueError: `x` of rank < 2 (no batch dimension).
+      TypeError: `x` not floating, or `train` not a bool.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from couae_jax import models
+      >>> encoder = models.MLPEncoder(2, hidden=(4,), stochastic=True)
+      >>> (mean, log_var), _ = jax.eval_shape(
+      ...     encoder.init_with_output, jax.random.key(0), jnp.ones((3, 8, 8)))
+      >>> mean.shape, log_var.shape
+      ((3, 2), (3, 2))
     """
-    del train
-    _check_batch("x", x, 2)
+    _check_flag("train", train)
+    x = _check_batch("x", x, min_rank=2)
     x = x.reshape(x.shape[0], -1)
     for features in self.hidden:
       x = nn.relu(nn.Dense(scale_width(features, self.width),
@@ -203,9 +319,24 @@ class MLPDecoder(nn.Module):
   Attributes:
     out_dim: the output size per example: an int `d` gives `[B, d]`; a shape
       tuple gives `[B, *out_dim]` (e.g. `(28, 28, 1)` for an MLP on images).
-    hidden: nominal widths of the hidden layers, code side first.
-    width: factor scaling every hidden width (`scale_width`).
-    dtype: computation dtype (parameters stay float32); None infers it.
+    hidden: nominal widths of the hidden layers, code side first (default
+      `(128, 128)`).
+    width: factor scaling every hidden width (`scale_width`; default 1).
+    dtype: computation dtype (parameters stay float32); None (default) infers
+      it.
+
+  Raises:
+    ValueError: out_dim, hidden or width invalid (at construction).
+    TypeError: dtype not floating.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> decoder = models.MLPDecoder((4, 4, 1), hidden=(8,))
+    >>> z = jnp.ones((5, 2))
+    >>> variables = decoder.init(jax.random.key(0), z)
+    >>> decoder.apply(variables, z).shape
+    (5, 4, 4, 1)
   """
   out_dim: Union[int, tuple[int, ...]]
   hidden: tuple[int, ...] = (128, 128)
@@ -216,13 +347,27 @@ class MLPDecoder(nn.Module):
     _check_shape("out_dim", self._out_shape)
     _check_shape("hidden", self.hidden, allow_empty=True)
     _check_width(self.width)
+    _check_dtype(self.dtype)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
-    """Decodes codes `z: [B, h]` to `[B, *out_dim]`; `train` is unused."""
-    del train
-    _check_batch("z", z, 2)
+    """Decodes codes `z: [B, h]` to `[B, *out_dim]`; `train` is unused.
+
+    Raises:
+      ValueError: `z` not of rank 2.
+      TypeError: `z` not floating, or `train` not a bool.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from couae_jax import models
+      >>> x_hat, _ = jax.eval_shape(models.MLPDecoder(3).init_with_output,
+      ...                           jax.random.key(0), jnp.ones((4, 2)))
+      >>> x_hat.shape
+      (4, 3)
+    """
+    _check_flag("train", train)
+    z = _check_batch("z", z, rank=2)
     for features in self.hidden:
       z = nn.relu(nn.Dense(scale_width(features, self.width),
                            dtype=self.dtype)(z))
@@ -251,13 +396,28 @@ class ConvEncoder(nn.Module):
   becomes 2×2×256.
 
   Attributes:
-    latent_dim: the code size h.
-    width: factor scaling every channel count (`scale_width`).
+    latent_dim: the code size h, an int >= 1.
+    width: factor scaling every channel count (`scale_width`; default 1).
     stochastic: return a diagonal Gaussian's `(mean, log_var)` (VAE) instead
-      of deterministic codes.
-    dtype: computation dtype (parameters stay float32); None infers it.
+      of deterministic codes (default False).
+    dtype: computation dtype (parameters stay float32); None (default) infers
+      it.
     axis_name: the data-parallel mesh axis over which BatchNorm averages its
-      batch statistics in training (inside `shard_map`); None for one device.
+      batch statistics in training (inside `shard_map`); None (default) for
+      one device.
+
+  Raises:
+    ValueError: latent_dim or width invalid (at construction).
+    TypeError: stochastic not a bool, dtype not floating, axis_name not a str.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> encoder = models.ConvEncoder(latent_dim=4, width=1 / 16)
+    >>> x = jnp.ones((2, 8, 8, 1))
+    >>> variables = jax.eval_shape(encoder.init, jax.random.key(0), x)
+    >>> sorted(variables), variables["params"]["Conv_1"]["kernel"].shape
+    (['batch_stats', 'params'], (4, 4, 8, 16))
   """
   latent_dim: int
   width: float = 1.0
@@ -268,6 +428,9 @@ class ConvEncoder(nn.Module):
   def __post_init__(self):
     _checks.positive_int("latent_dim", self.latent_dim)
     _check_width(self.width)
+    _check_flag("stochastic", self.stochastic)
+    _check_dtype(self.dtype)
+    _check_axis_name(self.axis_name)
     super().__post_init__()
 
   @nn.compact
@@ -275,12 +438,26 @@ class ConvEncoder(nn.Module):
     """Encodes images `x: [B, H, W, C]` to codes `[B, h]` or `(mean, log_var)`.
 
     Args:
-      x: images, NHWC, in the range the decoder is trained to output.
+      x: images, NHWC, floating, in the range the decoder is trained to
+        output; H and W even and >= 4 (`conv_stages`).
       train: BatchNorm normalises with batch statistics and updates its
         running averages (`mutable=['batch_stats']`) when True, and uses the
-        running averages when False.
+        running averages when False (default).
+
+    Raises:
+      ValueError: `x` not of rank 4, or an image size `conv_stages` rejects.
+      TypeError: `x` not floating, or `train` not a bool.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from couae_jax import models
+      >>> codes, _ = jax.eval_shape(models.ConvEncoder(4).init_with_output,
+      ...                           jax.random.key(0), jnp.ones((2, 8, 8, 1)))
+      >>> codes.shape
+      (2, 4)
     """
-    _check_batch("x", x, 4)
+    _check_flag("train", train)
+    x = _check_batch("x", x, rank=4)
     stages = conv_stages(tuple(x.shape[1:]), name="x.shape[1:]")
     for channels in ENCODER_CHANNELS[:stages]:
       x = nn.Conv(scale_width(channels, self.width), _KERNEL, strides=(2, 2),
@@ -306,10 +483,26 @@ class ConvDecoder(nn.Module):
   `couae_jax.data` return pixels in [0, 1].
 
   Attributes:
-    out_shape: `(height, width, channels)` of the images.
-    width: factor scaling every channel count (`scale_width`).
-    dtype: computation dtype (parameters stay float32); None infers it.
-    axis_name: BatchNorm's data-parallel axis, as in `ConvEncoder`.
+    out_shape: `(height, width, channels)` of the images, a tuple that
+      `conv_stages` accepts.
+    width: factor scaling every channel count (`scale_width`; default 1).
+    dtype: computation dtype (parameters stay float32); None (default) infers
+      it.
+    axis_name: BatchNorm's data-parallel axis, as in `ConvEncoder` (default
+      None).
+
+  Raises:
+    ValueError: out_shape or width invalid (at construction).
+    TypeError: dtype not floating, axis_name not a str.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> decoder = models.ConvDecoder((8, 8, 1), width=1 / 16)
+    >>> z = jnp.ones((2, 4))
+    >>> variables = jax.eval_shape(decoder.init, jax.random.key(0), z)
+    >>> variables["params"]["Dense_0"]["kernel"].shape  # to a 2×2×64 map
+    (4, 256)
   """
   out_shape: tuple[int, int, int]
   width: float = 1.0
@@ -319,6 +512,8 @@ class ConvDecoder(nn.Module):
   def __post_init__(self):
     conv_stages(self.out_shape, name="out_shape")
     _check_width(self.width)
+    _check_dtype(self.dtype)
+    _check_axis_name(self.axis_name)
     super().__post_init__()
 
   @nn.compact
@@ -326,10 +521,24 @@ class ConvDecoder(nn.Module):
     """Decodes codes `z: [B, h]` to images `[B, H, W, C]`.
 
     Args:
-      z: codes.
-      train: BatchNorm mode, as in `ConvEncoder`.
+      z: floating codes.
+      train: BatchNorm mode, as in `ConvEncoder` (default False).
+
+    Raises:
+      ValueError: `z` not of rank 2.
+      TypeError: `z` not floating, or `train` not a bool.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from couae_jax import models
+      >>> decoder = models.ConvDecoder((8, 8, 1), width=1 / 16)
+      >>> x_hat, _ = jax.eval_shape(decoder.init_with_output,
+      ...                           jax.random.key(0), jnp.ones((2, 4)))
+      >>> x_hat.shape
+      (2, 8, 8, 1)
     """
-    _check_batch("z", z, 2)
+    _check_flag("train", train)
+    z = _check_batch("z", z, rank=2)
     height, width, channels = self.out_shape
     stages = min(conv_stages(self.out_shape), MAX_DECODER_STAGES)
     rows, cols = height // 2**stages, width // 2**stages
@@ -354,15 +563,48 @@ def reparameterize(key: jax.Array, mean: jax.Array,
   """Samples `z = mean + exp(log_var / 2) · ε` with `ε ~ N(0, I)`.
 
   Args:
-    key: PRNG key.
-    mean, log_var: the Gaussian's mean and log-variance, `[B, h]` (any equal
-      shapes).
+    key: one PRNG key (`jax.random.key` or raw `jax.random.PRNGKey` data).
+    mean: the Gaussian's mean, `[B, h]` (any shape), floating.
+    log_var: its log-variance, the shape and dtype of `mean`.
 
   Returns:
     `z`, the shape and dtype of `mean`.
+
+  Raises:
+    TypeError: `key` not a single PRNG key, `mean` or `log_var` not floating,
+      or their dtypes differ.
+    ValueError: `mean` and `log_var` of different shapes.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> mean, log_var = jnp.zeros((4, 2)), jnp.full((4, 2), -50.0)
+    >>> z = models.reparameterize(jax.random.key(0), mean + 1.0, log_var)
+    >>> z.shape, z.dtype, z.round(3).tolist()[0]  # tiny variance: z ≈ mean
+    ((4, 2), dtype('float32'), [1.0, 1.0])
   """
+  _checks.prng_key("key", key)
+  mean = _checks.floating_array("mean", mean, min_rank=0)
+  log_var = _checks.floating_array("log_var", log_var, min_rank=0)
+  if mean.shape != log_var.shape:
+    raise ValueError(
+        f"mean and log_var must have the same shape; got mean.shape="
+        f"{tuple(mean.shape)} and log_var.shape={tuple(log_var.shape)}.")
+  if mean.dtype != log_var.dtype:
+    raise TypeError(
+        f"mean and log_var must have the same dtype; got {mean.dtype} and "
+        f"{log_var.dtype}.")
   eps = jax.random.normal(key, mean.shape, mean.dtype)
   return mean + jnp.exp(0.5 * log_var) * eps
+
+
+def _data_shape(decoder: nn.Module) -> Optional[tuple[int, ...]]:
+  """The example shape a decoder of this module outputs; None if unknown."""
+  if isinstance(decoder, MLPDecoder):
+    return decoder._out_shape
+  if isinstance(decoder, ConvDecoder):
+    return decoder.out_shape
+  return None
 
 
 class Autoencoder(nn.Module):
@@ -380,19 +622,92 @@ class Autoencoder(nn.Module):
   or both halves and anything between them with a function of the bound
   module, e.g. `method=lambda m, x: m.decode(m.encode(x, train=True) + ...)`.
 
+  With this module's encoders and decoders, inputs are checked against the
+  pair: `x` must be `[B, *data_shape]` (the decoder's output shape) and `z`
+  must be `[B, h]` (the encoder's `latent_dim`).
+
   Attributes:
-    encoder: maps `[B, *data_shape]` to codes `[B, h]` or `(mean, log_var)`.
-    decoder: maps `[B, h]` to `[B, *data_shape]`.
+    encoder: a module mapping `[B, *data_shape]` to codes `[B, h]` or
+      `(mean, log_var)`.
+    decoder: a module mapping `[B, h]` to `[B, *data_shape]`.
+
+  Raises:
+    TypeError: encoder or decoder not a Flax module.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> model = models.Autoencoder(models.MLPEncoder(2, hidden=(8,)),
+    ...                            models.MLPDecoder(3, hidden=(8,)))
+    >>> x = jnp.ones((4, 3))
+    >>> variables = model.init(jax.random.key(0), x)
+    >>> sorted(variables["params"])
+    ['decoder', 'encoder']
+    >>> codes, x_hat = model.apply(variables, x)
+    >>> codes.shape, x_hat.shape
+    ((4, 2), (4, 3))
   """
   encoder: nn.Module
   decoder: nn.Module
 
+  def __post_init__(self):
+    for name in ("encoder", "decoder"):
+      if not isinstance(getattr(self, name), nn.Module):
+        raise TypeError(
+            f"{name} must be a flax.linen Module; got "
+            f"{type(getattr(self, name)).__name__}.")
+    super().__post_init__()
+
   def encode(self, x: jax.Array, *, train: bool = False) -> Encoding:
-    """Codes `[B, h]` of `x: [B, *data_shape]`, or `(mean, log_var)`."""
+    """Codes `[B, h]` of `x: [B, *data_shape]`, or `(mean, log_var)`.
+
+    Args:
+      x: a floating batch of examples.
+      train: the encoder's training mode (default False).
+
+    Raises:
+      ValueError: `x` not of shape `[B, *data_shape]`.
+      TypeError: `x` not floating, or `train` not a bool.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from couae_jax import models
+      >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,))
+      >>> x = jnp.ones((5, 2))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> model.apply(variables, x, method=models.Autoencoder.encode).shape
+      (5, 3)
+    """
+    _check_flag("train", train)
+    data_shape = _data_shape(self.decoder)
+    if data_shape is not None:
+      x = _check_batch("x", x, example_shape=data_shape)
     return self.encoder(x, train=train)
 
   def decode(self, z: jax.Array, *, train: bool = False) -> jax.Array:
-    """Reconstructions `[B, *data_shape]` of codes `z: [B, h]`."""
+    """Reconstructions `[B, *data_shape]` of codes `z: [B, h]`.
+
+    Args:
+      z: a floating batch of codes.
+      train: the decoder's training mode (default False).
+
+    Raises:
+      ValueError: `z` not of shape `[B, h]`.
+      TypeError: `z` not floating, or `train` not a bool.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from couae_jax import models
+      >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,))
+      >>> variables = model.init(jax.random.key(0), jnp.ones((1, 2)))
+      >>> z = jnp.zeros((5, 3))
+      >>> model.apply(variables, z, method=models.Autoencoder.decode).shape
+      (5, 2)
+    """
+    _check_flag("train", train)
+    latent_dim = getattr(self.encoder, "latent_dim", None)
+    if latent_dim is not None:
+      z = _check_batch("z", z, example_shape=(latent_dim,))
     return self.decoder(z, train=train)
 
   def __call__(self, x: jax.Array, *,
@@ -401,7 +716,22 @@ class Autoencoder(nn.Module):
 
     A stochastic encoder's code is sampled with `reparameterize` from the RNG
     stream `LATENT_RNG` when `train` is True (pass `rngs={'latent': key}`),
-    and is the posterior mean otherwise.
+    and is the posterior mean otherwise (default).
+
+    Raises:
+      ValueError, TypeError: as `encode`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from couae_jax import models
+      >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,),
+      ...                                 stochastic=True)
+      >>> x = jnp.ones((5, 2))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> (mean, log_var), x_hat = model.apply(
+      ...     variables, x, train=True, rngs={"latent": jax.random.key(1)})
+      >>> mean.shape, x_hat.shape
+      ((5, 3), (5, 2))
     """
     encoding = self.encode(x, train=train)
     if isinstance(encoding, tuple):
@@ -422,63 +752,143 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
   """Builds the encoder/decoder pair for data of shape `data_shape`.
 
   Args:
-    kind: 'mlp' (`MLPEncoder`/`MLPDecoder`, default hidden widths) or 'conv'
+    kind: 'mlp' (`MLPEncoder`/`MLPDecoder`) or 'conv'
       (`ConvEncoder`/`ConvDecoder`, `data_shape = (H, W, C)`).
-    data_shape: shape of one example, without the batch dimension, e.g.
-      `(2,)` for Grid, `(64, 64, 3)` for CelebA.
-    latent_dim: the code size h.
-    width: factor scaling all hidden widths and channels.
+    data_shape: shape of one example, without the batch dimension, a tuple or
+      list of positive ints, e.g. `(2,)` for Grid, `(64, 64, 3)` for CelebA.
+    latent_dim: the code size h, an int >= 1.
+    width: factor scaling all hidden widths and channels (default 1).
     hidden: the MLPs' hidden widths at width 1 (encoder order; the decoder
-      mirrors them). Unused by 'conv'.
-    stochastic: Gaussian encoder returning `(mean, log_var)` (VAE).
-    dtype: computation dtype of every layer; None infers it.
+      mirrors them; default `(128, 128)`). Unused by 'conv'.
+    stochastic: Gaussian encoder returning `(mean, log_var)` (VAE; default
+      False).
+    dtype: computation dtype of every layer; None (default) infers it.
     axis_name: the data-parallel mesh axis BatchNorm averages over in training
-      (conv only; MLPs have no BatchNorm).
+      (conv only; MLPs have no BatchNorm; default None).
 
   Returns:
-    An unbound `Autoencoder`; call `init(key, x)` with a batch `x`.
+    An unbound `Autoencoder`; call `init(key, x)` with a batch
+    `x: [B, *data_shape]`.
 
   Raises:
-    ValueError: naming the first invalid argument.
+    ValueError: naming the first invalid of kind, data_shape (also an image
+      shape `conv_stages` rejects, for 'conv'), hidden, latent_dim, width.
+    TypeError: kind not a str, stochastic not a bool, dtype not floating,
+      axis_name not a str.
 
   Example:
-    >>> model = make_autoencoder("mlp", (2,), latent_dim=2)
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> model = models.make_autoencoder("mlp", (2,), latent_dim=2)
     >>> model.encoder.hidden, model.decoder.out_dim
     ((128, 128), (2,))
+    >>> conv = models.make_autoencoder("conv", (8, 8, 1), 4, width=1 / 16)
+    >>> x = jnp.ones((3, 8, 8, 1))
+    >>> (codes, x_hat), _ = jax.eval_shape(conv.init_with_output,
+    ...                                    jax.random.key(0), x)
+    >>> codes.shape, x_hat.shape
+    ((3, 4), (3, 8, 8, 1))
   """
-  if isinstance(data_shape, list):
-    data_shape = tuple(data_shape)
-  _check_shape("data_shape", data_shape)
+  if not isinstance(kind, str):
+    raise TypeError(f"kind must be 'mlp' or 'conv'; got {kind!r}.")
+  if kind not in ("mlp", "conv"):
+    raise ValueError(f"kind must be 'mlp' or 'conv'; got {kind!r}.")
+  data_shape = _as_shape("data_shape", data_shape)
+  hidden = _as_shape("hidden", hidden, allow_empty=True)
   if kind == "mlp":
-    hidden = tuple(hidden)
     return Autoencoder(
         MLPEncoder(latent_dim, hidden=hidden, width=width,
                    stochastic=stochastic, dtype=dtype),
         MLPDecoder(data_shape, hidden=hidden[::-1], width=width, dtype=dtype))
-  if kind == "conv":
-    conv_stages(data_shape, name="data_shape")
-    return Autoencoder(
-        ConvEncoder(latent_dim, width=width, stochastic=stochastic,
-                    dtype=dtype, axis_name=axis_name),
-        ConvDecoder(data_shape, width=width, dtype=dtype,
-                    axis_name=axis_name))
-  raise ValueError(f"kind must be 'mlp' or 'conv'; got {kind!r}.")
+  conv_stages(data_shape, name="data_shape")
+  return Autoencoder(
+      ConvEncoder(latent_dim, width=width, stochastic=stochastic,
+                  dtype=dtype, axis_name=axis_name),
+      ConvDecoder(data_shape, width=width, dtype=dtype, axis_name=axis_name))
+
+
+def _check_model(model, variables) -> None:
+  if not isinstance(model, Autoencoder):
+    raise TypeError(
+        f"model must be an Autoencoder (see make_autoencoder); got "
+        f"{type(model).__name__}.")
+  if not isinstance(variables, Mapping):
+    raise TypeError(
+        f"variables must be the mapping `model.init` returns; got "
+        f"{type(variables).__name__}.")
+  if "params" not in variables:
+    raise ValueError(
+        f"variables must hold a 'params' collection, as `model.init` "
+        f"returns; got the collections {sorted(variables)}.")
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:
-  """Encodes `x: [B, *data_shape]` with restored `variables`, in inference mode.
-
-  BatchNorm uses its running averages; jitted per model and input shape.
-  Returns codes `[B, h]`, or `(mean, log_var)` for a stochastic encoder.
-  """
+def _encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:
   return model.apply(variables, x, method=Autoencoder.encode)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def decode(model: Autoencoder, variables: Any, z: jax.Array) -> jax.Array:
-  """Decodes codes `z: [B, h]` with restored `variables`, in inference mode."""
+def _decode(model: Autoencoder, variables: Any, z: jax.Array) -> jax.Array:
   return model.apply(variables, z, method=Autoencoder.decode)
+
+
+def encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:
+  """Encodes `x: [B, *data_shape]` with restored `variables`, in inference mode.
+
+  BatchNorm uses its running averages; jitted per model and input shape.
+
+  Args:
+    model: the (unbound) `Autoencoder`.
+    variables: its variables, `{'params': ..., 'batch_stats': ...}` as
+      `model.init` returns them (`batch_stats` only for conv models).
+    x: a floating batch of examples.
+
+  Returns:
+    Codes `[B, h]`, or `(mean, log_var)` for a stochastic encoder.
+
+  Raises:
+    TypeError: model not an `Autoencoder`, variables not a mapping, `x` not
+      floating.
+    ValueError: no 'params' in variables, or `x` not `[B, *data_shape]`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,))
+    >>> variables = model.init(jax.random.key(0), jnp.ones((1, 2)))
+    >>> models.encode(model, variables, jnp.ones((5, 2))).shape
+    (5, 3)
+  """
+  _check_model(model, variables)
+  return _encode(model, variables, x)
+
+
+def decode(model: Autoencoder, variables: Any, z: jax.Array) -> jax.Array:
+  """Decodes codes `z: [B, h]` with restored `variables`, in inference mode.
+
+  Args:
+    model: the (unbound) `Autoencoder`.
+    variables: its variables, as for `encode`.
+    z: a floating batch of codes.
+
+  Returns:
+    Reconstructions `[B, *data_shape]`.
+
+  Raises:
+    TypeError: model not an `Autoencoder`, variables not a mapping, `z` not
+      floating.
+    ValueError: no 'params' in variables, or `z` not `[B, h]`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import models
+    >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,))
+    >>> variables = model.init(jax.random.key(0), jnp.ones((1, 2)))
+    >>> models.decode(model, variables, jnp.zeros((5, 3))).shape
+    (5, 2)
+  """
+  _check_model(model, variables)
+  return _decode(model, variables, z)
 
 
 __all__ = [

@@ -11,6 +11,8 @@ from typing import Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from couae_jax import _checks
+
 Prior = Callable[..., jax.Array]
 
 
@@ -18,17 +20,35 @@ def standard_normal(key: jax.Array, shape: Sequence[int],
                     dtype=jnp.float32) -> jax.Array:
   """N(0, I) samples of `shape` (`[m, h]` for m prior samples in h dims).
 
+  Args:
+    key: one PRNG key.
+    shape: the samples' shape, a tuple (or list) of positive ints.
+    dtype: a floating dtype (default float32).
+
+  Returns:
+    `shape` samples of `dtype`.
+
+  Raises:
+    TypeError: `key` not one PRNG key, `dtype` not floating.
+    ValueError: a bad `shape`.
+
   Example:
     >>> import jax
     >>> from couae_jax import priors
     >>> priors.standard_normal(jax.random.key(0), (5, 3)).shape
     (5, 3)
   """
-  return jax.random.normal(key, tuple(shape), dtype)
+  shape, dtype = _check_draw(key, shape, dtype, "shape")
+  return jax.random.normal(key, shape, dtype)
 
 
 def uniform(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
   """Uniform samples on the cube [-1, 1]^h (the prior of the authors' 2018 code).
+
+  Args and Raises: as `standard_normal`.
+
+  Returns:
+    `shape` samples of `dtype` in [-1, 1).
 
   Example:
     >>> import jax
@@ -37,7 +57,8 @@ def uniform(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Arra
     >>> bool((abs(z) <= 1).all())
     True
   """
-  return jax.random.uniform(key, tuple(shape), dtype, minval=-1.0, maxval=1.0)
+  shape, dtype = _check_draw(key, shape, dtype, "shape")
+  return jax.random.uniform(key, shape, dtype, minval=-1.0, maxval=1.0)
 
 
 def sample_shard(prior: Prior, key: jax.Array, local_shape: Sequence[int],
@@ -51,16 +72,43 @@ def sample_shard(prior: Prior, key: jax.Array, local_shape: Sequence[int],
   many devices share it. Without `axis_name`, a plain draw of `local_shape`.
 
   Args:
-    prior: the sampler, `prior(key, shape, dtype)`.
-    key: PRNG key, identical on every device.
-    local_shape: `[b, ...]`, this device's share.
-    dtype: the samples' dtype.
-    axis_name: the mesh axis the global batch is split over.
+    prior: the sampler, `prior(key, shape, dtype)`, e.g. `standard_normal`.
+    key: one PRNG key, identical on every device.
+    local_shape: `(b, ...)`, this device's share, a tuple (or list) of
+      positive ints.
+    dtype: the samples' floating dtype (default float32).
+    axis_name: the mesh axis the global batch is split over, or None
+      (default).
 
   Returns:
     `[b, ...]` samples.
+
+  Raises:
+    TypeError: `prior` not callable, `key` not one PRNG key, `dtype` not
+      floating, `axis_name` not None or a str.
+    ValueError: a bad `local_shape`.
+
+  Example:
+    >>> import jax
+    >>> from jax.sharding import PartitionSpec as P
+    >>> from couae_jax import priors
+    >>> key = jax.random.key(0)
+    >>> plain = priors.sample_shard(priors.standard_normal, key, (4, 3))
+    >>> plain.shape
+    (4, 3)
+    >>> mesh = jax.make_mesh((1,), ("data",))
+    >>> draw = jax.shard_map(
+    ...     lambda key: priors.sample_shard(priors.standard_normal, key, (4, 3),
+    ...                                     axis_name="data"),
+    ...     mesh=mesh, in_specs=P(), out_specs=P("data"))
+    >>> bool((draw(key) == plain).all())  # one device: the same draw
+    True
   """
-  local_shape = tuple(local_shape)
+  if not callable(prior):
+    raise TypeError(f"prior must be callable as prior(key, shape, dtype); "
+                    f"got {prior!r:.80}.")
+  local_shape, dtype = _check_draw(key, local_shape, dtype, "local_shape")
+  _checks.axis_name("axis_name", axis_name)
   if axis_name is None:
     return prior(key, local_shape, dtype)
   devices = jax.lax.psum(1, axis_name)
@@ -68,6 +116,12 @@ def sample_shard(prior: Prior, key: jax.Array, local_shape: Sequence[int],
   samples = prior(key, (rows * devices,) + local_shape[1:], dtype)
   return jax.lax.dynamic_slice_in_dim(
       samples, jax.lax.axis_index(axis_name) * rows, rows)
+
+
+def _check_draw(key, shape, dtype, shape_name: str):
+  _checks.prng_key("key", key)
+  shape = _checks.shape_tuple(shape_name, shape)
+  return shape, _checks.floating_dtype("dtype", dtype)
 
 
 #: Root-mean-square coordinate of each prior, the sigma in the WAE kernel scale

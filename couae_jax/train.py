@@ -23,6 +23,8 @@ rounding, on any number of devices.
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
 import flax
@@ -33,6 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from couae_jax import _checks
 from couae_jax import config as config_lib
 from couae_jax import losses
 from couae_jax import models
@@ -48,9 +51,30 @@ Regularizer = Callable[[models.Encoding, jax.Array, Optional[str]],
 class TrainState:
   """Everything a step reads and writes; saved whole in checkpoints.
 
-  `rng` holds the raw data of the run's base key: step s draws from
-  `fold_in(base_key, s)`, so the stream is a function of the step alone and a
-  resumed run draws exactly what an uninterrupted one would.
+  A `flax.struct.dataclass`, so a pytree: it passes through `jax.jit`, and
+  `state.replace(...)` returns a changed copy. `init_state` makes one.
+
+  Attributes:
+    step: int32 scalar `[]`, the number of steps taken.
+    params: the model's parameter pytree.
+    batch_stats: BatchNorm running statistics (`{}` for MLPs).
+    opt_state: the optimizer's state for `params`.
+    rng: uint32 `[2]` (for the default PRNG implementation), the raw data of
+      the run's base key: step s draws from `fold_in(base_key, s)`
+      (`step_key`), so the stream is a function of the step alone and a
+      resumed run draws exactly what an uninterrupted one would.
+
+  Example:
+    >>> import numpy as np
+    >>> from couae_jax import config as config_lib, train
+    >>> config = config_lib.TrainConfig(hidden=(8,))
+    >>> model = train.build_model(config, (2,))
+    >>> state = train.init_state(model, train.make_optimizer(config),
+    ...                          np.zeros((1, 2), np.float32), seed=0)
+    >>> int(state.step), state.rng.shape, sorted(state.params)
+    (0, (2,), ['decoder', 'encoder'])
+    >>> int(state.replace(step=state.step + 1).step)
+    1
   """
   step: jax.Array
   params: Any
@@ -61,7 +85,35 @@ class TrainState:
 
 def make_optimizer(config: config_lib.TrainConfig
                    ) -> optax.GradientTransformation:
-  """Adam with the configured schedule."""
+  """Adam with the configured schedule.
+
+  `optax.adam(lr, b1=config.b1, b2=config.b2)`, where lr is
+  `config.learning_rate` (`schedule='constant'`, after a linear warm-up of
+  `config.warmup_steps` steps if any) or a warm-up then cosine decay to 0 at
+  `config.steps` (`schedule='cosine'`).
+
+  Args:
+    config: the run's `TrainConfig`.
+
+  Returns:
+    An `optax.GradientTransformation`.
+
+  Raises:
+    TypeError: `config` not a `TrainConfig`.
+    ValueError: `config.schedule` not 'constant' or 'cosine', or a learning
+      rate, b1, b2 or warm-up out of range (as `config.validate` says).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import config as config_lib, train
+    >>> optimizer = train.make_optimizer(config_lib.TrainConfig(
+    ...     schedule="cosine", warmup_steps=10, steps=100))
+    >>> params = {"w": jnp.ones(3)}
+    >>> updates, _ = jax.jit(optimizer.update)(params, optimizer.init(params))
+    >>> float(jnp.abs(updates["w"]).max())  # the first step's rate is 0
+    0.0
+  """
+  _optimizer_fields(config)
   if config.schedule == "cosine":
     learning_rate = optax.warmup_cosine_decay_schedule(
         0.0, config.learning_rate, config.warmup_steps, config.steps)
@@ -74,7 +126,35 @@ def make_optimizer(config: config_lib.TrainConfig
 
 
 def global_mean(per_example: jax.Array, axis_name: Optional[str]) -> jax.Array:
-  """The mean over the global batch of a per-example `[b]` array."""
+  """The mean over the global batch of a per-example `[b]` array.
+
+  Inside `shard_map` over `axis_name`, sums and counts over every device's
+  shard, so that unequal shards still give the mean of all examples.
+
+  Args:
+    per_example: `[b]`, a floating per-example value on this device.
+    axis_name: the data-parallel mesh axis, or None (default: no mesh) for a
+      plain mean.
+
+  Returns:
+    A scalar `[]` of `per_example`'s dtype (float32 or wider).
+
+  Raises:
+    TypeError: `per_example` not floating, `axis_name` not None or a str.
+    ValueError: `per_example` not 1-D.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from couae_jax import train
+    >>> train.global_mean(jnp.array([1.0, 2.0, 6.0]), None)
+    Array(3., dtype=float32)
+  """
+  per_example = _checks.floating_array("per_example", per_example)
+  if per_example.ndim != 1:
+    raise ValueError(
+        f"per_example must be a 1-D per-example array [b]; got shape "
+        f"{tuple(per_example.shape)}.")
+  _checks.axis_name("axis_name", axis_name)
   if axis_name is None:
     return jnp.mean(per_example)
   total = jax.lax.psum(jnp.sum(per_example), axis_name)
@@ -83,7 +163,41 @@ def global_mean(per_example: jax.Array, axis_name: Optional[str]) -> jax.Array:
 
 
 def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
-  """The model's regulariser: the only thing that differs between models."""
+  """The model's regulariser: the only thing that differs between models.
+
+  `regularize(encoding, key, axis_name) -> (codes, penalty)`: for `couae` and
+  `wae` the codes are the encoding `[b, h]` itself (or, with
+  `config.stochastic_encoder`, reparameterised samples of the encoding
+  `(mean, log_var)`) and the penalty the MMD to
+  `config.num_prior_samples` (0: `batch_size`) prior samples of the global
+  batch, under the Coulomb or the multi-scale IMQ kernel; for `vae` the
+  encoding is `(mean, log_var)`, each `[b, h]`, the codes reparameterised
+  samples and the penalty the mean KL to N(0, I). `key` is the step's key, the
+  same on every device; `axis_name` the data axis or None.
+
+  Args:
+    config: the run's `TrainConfig` (`model`, `prior`, `eps`, `kernel_scale`,
+      `block_size`, `num_prior_samples`, `batch_size`).
+
+  Returns:
+    The regulariser, a pure function to call inside a step.
+
+  Raises:
+    TypeError: `config` not a `TrainConfig`.
+    ValueError: an unknown `config.model` or `config.prior`, or a count or
+      kernel hyperparameter out of range (as `config.validate` says).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from couae_jax import config as config_lib, train
+    >>> regularize = train.make_regularizer(config_lib.TrainConfig(
+    ...     batch_size=16))
+    >>> codes = jax.random.normal(jax.random.key(1), (16, 3))
+    >>> out, penalty = regularize(codes, jax.random.key(2), None)
+    >>> out.shape, penalty.shape, bool(jnp.isfinite(penalty))
+    ((16, 3), (), True)
+  """
+  _regularizer_fields(config)
   prior = priors_lib.PRIORS[config.prior]
   block_size = config.block_size or None
   global_prior_samples = config.num_prior_samples or config.batch_size
@@ -92,44 +206,134 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
     devices = 1 if axis_name is None else jax.lax.psum(1, axis_name)
     return global_prior_samples // devices
 
-  if config.model == "couae":
-    def regularize(codes, key, axis_name):
-      return codes, losses.coulomb_regularizer(
+  def sample_codes(encoding, key, axis_name):
+    """Reparameterised codes of a Gaussian encoder `(mean, log_var)`."""
+    mean, log_var = encoding
+    noise = priors_lib.sample_shard(priors_lib.standard_normal, key,
+                                    mean.shape, mean.dtype, axis_name)
+    return mean + jnp.exp(0.5 * log_var) * noise
+
+  if config.model == "vae":
+    def regularize(encoding, key, axis_name):
+      codes = sample_codes(encoding, key, axis_name)
+      return codes, global_mean(losses.gaussian_kl(*encoding), axis_name)
+    return regularize
+
+  def mmd_to_prior(codes, key, axis_name):
+    if config.model == "couae":
+      return losses.coulomb_regularizer(
           codes, key=key, prior=prior,
           num_prior_samples=local_prior_samples(axis_name), eps=config.eps,
           scale=config_lib.optional(config.kernel_scale),
           block_size=block_size, axis_name=axis_name)
-  elif config.model == "wae":
-    def regularize(codes, key, axis_name):
-      return codes, losses.wae_regularizer(
-          codes, key=key, prior=prior,
-          num_prior_samples=local_prior_samples(axis_name),
-          block_size=block_size, axis_name=axis_name)
-  else:
-    def regularize(encoding, key, axis_name):
-      mean, log_var = encoding
-      noise = priors_lib.sample_shard(priors_lib.standard_normal, key,
-                                      mean.shape, mean.dtype, axis_name)
-      codes = mean + jnp.exp(0.5 * log_var) * noise
-      return codes, global_mean(losses.gaussian_kl(mean, log_var), axis_name)
+    return losses.wae_regularizer(
+        codes, key=key, prior=prior,
+        num_prior_samples=local_prior_samples(axis_name),
+        block_size=block_size, axis_name=axis_name)
+
+  def regularize(encoding, key, axis_name):
+    if config.stochastic_encoder:
+      noise_key, key = jax.random.split(key)
+      encoding = sample_codes(encoding, noise_key, axis_name)
+    return encoding, mmd_to_prior(encoding, key, axis_name)
   return regularize
 
 
 def build_model(config: config_lib.TrainConfig, data_shape,
                 *, axis_name: Optional[str] = None) -> models.Autoencoder:
-  """The autoencoder the config asks for, for examples of `data_shape`."""
+  """The autoencoder the config asks for, for examples of `data_shape`.
+
+  `config.architecture='auto'` takes `conv` for images (`data_shape` of rank
+  3) and `mlp` otherwise; `latent_dim`, `width` and `hidden` size it, and a
+  `vae` (or any model with `config.stochastic_encoder`) gets a Gaussian
+  encoder.
+
+  Args:
+    config: the run's `TrainConfig`.
+    data_shape: the shape of one example, a tuple (or list) of positive ints,
+      e.g. `(2,)` or `(28, 28, 1)`.
+    axis_name: the data-parallel mesh axis BatchNorm averages over (conv
+      models), or None (default) on one device.
+
+  Returns:
+    An unbound `models.Autoencoder` mapping `[B, *data_shape]` to codes
+    `[B, latent_dim]` and back.
+
+  Raises:
+    TypeError: `config` not a `TrainConfig`, `axis_name` not None or a str.
+    ValueError: a bad `data_shape`, an unknown `config.architecture` or
+      `config.model`, or a size `models.make_autoencoder` rejects.
+
+  Example:
+    >>> from couae_jax import config as config_lib, train
+    >>> model = train.build_model(config_lib.TrainConfig(hidden=(8,)), (2,))
+    >>> type(model).__name__, model.encoder.latent_dim, model.encoder.hidden
+    ('Autoencoder', 3, (8,))
+  """
+  config_lib._check_config(config)
+  data_shape = _checks.shape_tuple("data_shape", data_shape)
+  _checks.axis_name("axis_name", axis_name)
+  if config.architecture not in config_lib.ARCHITECTURES:
+    raise ValueError(
+        f"config.architecture must be one of {config_lib.ARCHITECTURES}; got "
+        f"{config.architecture!r}.")
+  if config.model not in config_lib.MODELS:
+    raise ValueError(f"config.model must be one of {config_lib.MODELS}; got "
+                     f"{config.model!r}.")
   architecture = config.architecture
   if architecture == "auto":
     architecture = "conv" if len(data_shape) == 3 else "mlp"
   return models.make_autoencoder(
       architecture, data_shape, config.latent_dim, width=config.width,
-      hidden=config.hidden, stochastic=config.model == "vae",
+      hidden=config.hidden,
+      stochastic=config.model == "vae" or config.stochastic_encoder,
       axis_name=axis_name)
 
 
 def init_state(model: nn.Module, optimizer: optax.GradientTransformation,
                example_batch: jax.Array, seed: int) -> TrainState:
-  """Initial parameters, statistics and optimizer state from `seed`."""
+  """Initial parameters, statistics and optimizer state from `seed`.
+
+  `seed` is split into the initialisation key and the run's base key (kept in
+  `state.rng`). Works under `jax.vmap` over seeds (the trainer initialises an
+  ensemble of seeds that way) and `jax.eval_shape`.
+
+  Args:
+    model: the `flax.linen` module, e.g. from `build_model`.
+    optimizer: the `optax.GradientTransformation`, e.g. from
+      `make_optimizer`.
+    example_batch: a floating batch `[B, *data_shape]` (B >= 1; only its
+      shape and dtype matter) to initialise with.
+    seed: an int, or an integer scalar array (e.g. traced under `vmap`).
+
+  Returns:
+    A `TrainState` at step 0.
+
+  Raises:
+    TypeError: `model` not a flax module, `optimizer` not a gradient
+      transformation, `example_batch` not floating, `seed` not an integer.
+    ValueError: `example_batch` of rank < 2 or an empty batch.
+
+  Example:
+    >>> import numpy as np
+    >>> from couae_jax import config as config_lib, train
+    >>> config = config_lib.TrainConfig(hidden=(8,))
+    >>> state = train.init_state(train.build_model(config, (2,)),
+    ...                          train.make_optimizer(config),
+    ...                          np.zeros((1, 2), np.float32), seed=3)
+    >>> state.params["encoder"]["Dense_0"]["kernel"].shape
+    (2, 8)
+  """
+  _checks.instance("model", model, nn.Module,
+                   "a flax.linen Module (e.g. from build_model)")
+  _check_optimizer(optimizer)
+  example_batch = _checks.floating_array("example_batch", example_batch,
+                                         min_rank=2)
+  if example_batch.shape[0] < 1:
+    raise ValueError(
+        f"example_batch must hold at least one example; got shape "
+        f"{tuple(example_batch.shape)}.")
+  _check_seed(seed)
   init_key, base_key = jax.random.split(jax.random.key(seed))
   variables = model.init(init_key, example_batch, train=False)
   params = variables["params"]
@@ -150,18 +354,59 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array, *,
   """One optimisation step of `REC + lam * D` on this device's shard.
 
   Args:
-    state: the replicated training state.
-    batch: `[b, *data_shape]`, this device's shard of the global batch.
-    key: the step's key, the same on every device.
-    model, regularizer, optimizer, lam: the run's pieces (static).
-    axis_name: the data-parallel mesh axis, or None on one device.
+    state: the replicated training state, a `TrainState`.
+    batch: `[b, *data_shape]`, this device's shard of the global batch, a
+      floating array.
+    key: the step's key, the same on every device (usually `step_key(state)`).
+    model: the `models.Autoencoder` (static).
+    regularizer: from `make_regularizer` (static).
+    optimizer: the `optax.GradientTransformation` (static).
+    lam: the regulariser's weight, >= 0 (static).
+    axis_name: the data-parallel mesh axis, or None (default) on one device.
 
   Returns:
-    The new state and the step's metrics (identical on every device): `loss`,
-    `rec` (mean squared error per example), `reg` (D), `grad_norm`,
-    `param_norm` (of the updated parameters), and `xi` (the largest
-    per-example reconstruction error of the batch, the paper's ξ estimate).
+    The new state and the step's metrics (identical on every device), each a
+    scalar `[]`: `loss`, `rec` (mean squared error per example), `reg` (D),
+    `grad_norm`, `param_norm` (of the updated parameters), and `xi` (the
+    largest per-example reconstruction error of the batch, the paper's ξ
+    estimate).
+
+  Raises:
+    TypeError: a piece of the wrong kind (`state` not a `TrainState`, `key`
+      not one PRNG key, `batch` not floating, `model` not an `Autoencoder`,
+      `regularizer` not callable, `optimizer` not a gradient transformation,
+      `axis_name` not None or a str).
+    ValueError: `lam` negative or not finite, `batch` not `[b, *data_shape]`
+      of the model's data shape.
+
+  Example:
+    >>> import functools, jax, numpy as np
+    >>> from couae_jax import config as config_lib, train
+    >>> config = config_lib.TrainConfig(hidden=(8,), batch_size=16)
+    >>> model = train.build_model(config, (2,))
+    >>> optimizer = train.make_optimizer(config)
+    >>> state = train.init_state(model, optimizer, np.zeros((1, 2), np.float32),
+    ...                          seed=0)
+    >>> step = jax.jit(functools.partial(
+    ...     train.train_step, model=model, optimizer=optimizer, lam=config.lam,
+    ...     regularizer=train.make_regularizer(config)))
+    >>> batch = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    >>> state, metrics = step(state, batch, train.step_key(state))
+    >>> int(state.step), sorted(metrics)
+    (1, ['grad_norm', 'loss', 'param_norm', 'rec', 'reg', 'xi'])
   """
+  _checks.instance("state", state, TrainState, "a TrainState (init_state)")
+  batch = _checks.floating_array("batch", batch, min_rank=1)
+  _checks.prng_key("key", key)
+  _check_step_pieces(model, regularizer, optimizer, lam)
+  _checks.axis_name("axis_name", axis_name)
+  data_shape = models._data_shape(model.decoder)
+  if data_shape is not None and tuple(batch.shape[1:]) != data_shape:
+    dims = ", ".join(str(d) for d in data_shape)
+    raise ValueError(
+        f"batch must have shape [b, {dims}] (this device's shard of the "
+        f"model's examples); got shape {tuple(batch.shape)}.")
+
   def forward(module, x):
     encoding = module.encode(x, train=True)
     codes, penalty = regularizer(encoding, key, axis_name)
@@ -192,34 +437,154 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array, *,
 
 
 def step_key(state: TrainState) -> jax.Array:
-  """The key of the state's current step: `fold_in(base_key, step)`."""
+  """The key of the state's current step: `fold_in(base_key, step)`.
+
+  Args:
+    state: a `TrainState` (its `rng` and `step`).
+
+  Returns:
+    A typed PRNG key (shape `[]`), the same for every state at this step of
+    this run.
+
+  Raises:
+    TypeError: `state` not a `TrainState`.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> from couae_jax import config as config_lib, train
+    >>> config = config_lib.TrainConfig(hidden=(8,))
+    >>> state = train.init_state(train.build_model(config, (2,)),
+    ...                          train.make_optimizer(config),
+    ...                          np.zeros((1, 2), np.float32), seed=0)
+    >>> key = train.step_key(state)
+    >>> key.shape, bool((jax.random.key_data(key)
+    ...                  == jax.random.key_data(train.step_key(state))).all())
+    ((), True)
+  """
+  _checks.instance("state", state, TrainState, "a TrainState (init_state)")
   return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
 
 def make_parallel_step(mesh: jax.sharding.Mesh, *, model, regularizer,
-                       optimizer, lam: float):
+                       optimizer, lam: float, ensemble: bool = False):
   """`step(state, batch) -> (state, metrics)`, jitted once, SPMD over `mesh`.
 
-  The state is replicated, the batch sharded along `DATA_AXIS`; the state's
-  buffers are donated.
+  Without `ensemble`, one step: the state is replicated as `init_state` makes
+  it (placed with `replicated(mesh)`), `batch: [B, *data_shape]` is sharded
+  along `DATA_AXIS` (`data.shard_batch` assembles it), and the metrics are
+  scalars.
+
+  With `ensemble=True`, one call advances several independent runs (the
+  *members*, e.g. the seeds of one configuration) by several steps: the
+  state's leaves are stacked `[S, ...]` (replicated), `batch` is
+  `[K, S, B, *data_shape]` (sharded along its `B` axis), and the call runs K
+  steps of every member, a `lax.scan` over the steps of the step vmapped over
+  the members, returning metrics `[K, S]`. Small models spend most of their
+  time in per-step dispatch and tiny matrix products; this turns K·S of them
+  into one call of batched products.
+
+  The state's buffers are donated.
+
+  Args:
+    mesh: a `jax.sharding.Mesh` with a `DATA_AXIS` ('data') axis, e.g.
+      `make_mesh()`.
+    model: the `models.Autoencoder`, built with `axis_name=DATA_AXIS` for
+      conv models (BatchNorm then averages over the global batch).
+    regularizer: from `make_regularizer`.
+    optimizer: the `optax.GradientTransformation`.
+    lam: the regulariser's weight, >= 0.
+    ensemble: a bool (default False): one step, or K steps of S stacked runs.
+
+  Returns:
+    The jitted step function.
+
+  Raises:
+    TypeError: `mesh` not a `Mesh`, `ensemble` not a bool, or a piece of the
+      wrong kind (as `train_step`).
+    ValueError: `mesh` without a 'data' axis, `lam` negative or not finite.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> from couae_jax import config as config_lib, train
+    >>> config = config_lib.TrainConfig(hidden=(8,), batch_size=16)
+    >>> model = train.build_model(config, (2,), axis_name=train.DATA_AXIS)
+    >>> optimizer = train.make_optimizer(config)
+    >>> mesh = train.make_mesh()
+    >>> state = jax.device_put(
+    ...     train.init_state(model, optimizer, np.zeros((1, 2), np.float32),
+    ...                      seed=0), train.replicated(mesh))
+    >>> step = train.make_parallel_step(
+    ...     mesh, model=model, regularizer=train.make_regularizer(config),
+    ...     optimizer=optimizer, lam=config.lam)
+    >>> batch = jax.device_put(np.ones((16, 2), np.float32),  # data.shard_batch
+    ...     jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+    >>> state, metrics = step(state, batch)
+    >>> int(state.step), metrics["loss"].shape
+    (1, ())
   """
-  def body(state, batch):
+  _checks.instance("mesh", mesh, jax.sharding.Mesh,
+                   "a jax.sharding.Mesh (make_mesh)")
+  if DATA_AXIS not in mesh.axis_names:
+    raise ValueError(
+        f"mesh must have a {DATA_AXIS!r} axis (make_mesh); got axes "
+        f"{tuple(mesh.axis_names)}.")
+  _check_step_pieces(model, regularizer, optimizer, lam)
+  if not isinstance(ensemble, bool):
+    raise TypeError(f"ensemble must be a Python bool; got {ensemble!r}.")
+
+  def one_step(state, batch):
     return train_step(state, batch, step_key(state), model=model,
                       regularizer=regularizer, optimizer=optimizer, lam=lam,
                       axis_name=DATA_AXIS)
 
-  sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+  if ensemble:
+    def body(state, batches):
+      return jax.lax.scan(jax.vmap(one_step), state, batches)
+    batch_spec = P(None, None, DATA_AXIS)
+  else:
+    body, batch_spec = one_step, P(DATA_AXIS)
+  sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), batch_spec),
                           out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=0)
 
 
 def make_mesh() -> jax.sharding.Mesh:
-  """A one-axis `data` mesh over every device of every process."""
+  """A one-axis `data` mesh over every device of every process.
+
+  Returns:
+    A `jax.sharding.Mesh` of shape `[jax.device_count()]` with axis
+    `DATA_AXIS`.
+
+  Example:
+    >>> import jax
+    >>> from couae_jax import train
+    >>> mesh = train.make_mesh()
+    >>> mesh.axis_names, mesh.size == jax.device_count()
+    (('data',), True)
+  """
   return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
-  """The sharding of the training state: a full copy on every device."""
+  """The sharding of the training state: a full copy on every device.
+
+  Args:
+    mesh: the training mesh, a `jax.sharding.Mesh`.
+
+  Returns:
+    `NamedSharding(mesh, PartitionSpec())`.
+
+  Raises:
+    TypeError: `mesh` not a `Mesh`.
+
+  Example:
+    >>> import jax
+    >>> from couae_jax import train
+    >>> train.replicated(train.make_mesh()).spec == jax.sharding.PartitionSpec()
+    True
+  """
+  _checks.instance("mesh", mesh, jax.sharding.Mesh,
+                   "a jax.sharding.Mesh (make_mesh)")
   return NamedSharding(mesh, P())
 
 
@@ -229,7 +594,40 @@ _DIVERGENCE_ORDER = ("rec", "reg", "loss", "xi", "grad_norm", "param_norm")
 
 
 def first_non_finite(metrics: dict[str, Any]) -> Optional[str]:
-  """The name of the first metric that is NaN or infinite, or None."""
+  """The name of the first metric that is NaN or infinite, or None.
+
+  Metrics are checked in the order rec, reg, loss, xi, grad_norm,
+  param_norm, then any others by name, so a divergence is reported where it
+  shows first.
+
+  Args:
+    metrics: a mapping `{name: value}`; values are numbers or numeric arrays
+      of any shape (e.g. `[K, S]` from an ensemble step).
+
+  Returns:
+    The name of the first metric with a non-finite entry, or None.
+
+  Raises:
+    TypeError: `metrics` not a mapping, or a value not numeric.
+
+  Example:
+    >>> import numpy as np
+    >>> from couae_jax import train
+    >>> train.first_non_finite({"loss": np.inf, "rec": np.array([1.0, np.nan])})
+    'rec'
+    >>> train.first_non_finite({"loss": 1.0}) is None
+    True
+  """
+  if not isinstance(metrics, Mapping):
+    raise TypeError(
+        f"metrics must be a mapping {{name: value}}; got "
+        f"{type(metrics).__name__}.")
+  for name, value in metrics.items():
+    dtype = np.asarray(value).dtype
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+      raise TypeError(
+          f"metrics[{name!r}] must be a number or numeric array; got "
+          f"{type(value).__name__} of dtype {dtype}.")
   names = sorted(metrics, key=lambda name: (
       _DIVERGENCE_ORDER.index(name) if name in _DIVERGENCE_ORDER
       else len(_DIVERGENCE_ORDER), name))
@@ -237,6 +635,82 @@ def first_non_finite(metrics: dict[str, Any]) -> Optional[str]:
     if not np.all(np.isfinite(metrics[name])):
       return name
   return None
+
+
+def _check_step_pieces(model, regularizer, optimizer, lam) -> None:
+  """The static pieces `train_step` and `make_parallel_step` take."""
+  _checks.instance("model", model, models.Autoencoder,
+                   "a models.Autoencoder (build_model)")
+  if not callable(regularizer):
+    raise TypeError(
+        f"regularizer must be callable (make_regularizer); got "
+        f"{regularizer!r:.80}.")
+  _check_optimizer(optimizer)
+  _check_lam(lam)
+
+
+def _check_optimizer(optimizer) -> None:
+  if not (callable(getattr(optimizer, "init", None))
+          and callable(getattr(optimizer, "update", None))):
+    raise TypeError(
+        f"optimizer must be an optax.GradientTransformation (make_optimizer); "
+        f"got {type(optimizer).__name__}.")
+
+
+def _check_lam(lam) -> None:
+  """A real number >= 0, or a real scalar array (may be traced)."""
+  dtype = getattr(lam, "dtype", None)
+  if isinstance(lam, bool) or not (
+      isinstance(lam, numbers.Real)
+      or (dtype is not None and getattr(lam, "shape", None) == ()
+          and (jnp.issubdtype(dtype, jnp.floating)
+               or jnp.issubdtype(dtype, jnp.integer)))):
+    raise TypeError(f"lam must be a real number >= 0; got {lam!r:.80}.")
+  _checks.non_negative("lam", lam)
+
+
+def _check_seed(seed) -> None:
+  """An int, or an integer scalar array (concrete or traced)."""
+  dtype = getattr(seed, "dtype", None)
+  if isinstance(seed, bool) or not (
+      isinstance(seed, numbers.Integral)
+      or (dtype is not None and jnp.issubdtype(dtype, jnp.integer)
+          and getattr(seed, "shape", None) == ())):
+    raise TypeError(
+        f"seed must be an int or an integer scalar array; got "
+        f"{type(seed).__name__} {seed!r:.80}.")
+
+
+def _optimizer_fields(config) -> None:
+  config_lib._check_config(config)
+  if config.schedule not in config_lib.SCHEDULES:
+    raise ValueError(
+        f"config.schedule must be one of {config_lib.SCHEDULES}; got "
+        f"{config.schedule!r}.")
+  _checks.positive("config.learning_rate", config.learning_rate)
+  for name in ("b1", "b2"):
+    value = getattr(config, name)
+    if not 0 <= value < 1:
+      raise ValueError(f"config.{name} must lie in [0, 1); got {value!r}.")
+  _checks.non_negative_int("config.warmup_steps", config.warmup_steps)
+  _checks.positive_int("config.steps", config.steps)
+
+
+def _regularizer_fields(config) -> None:
+  config_lib._check_config(config)
+  if config.model not in config_lib.MODELS:
+    raise ValueError(f"config.model must be one of {config_lib.MODELS}; got "
+                     f"{config.model!r}.")
+  if config.prior not in priors_lib.PRIORS:
+    raise ValueError(
+        f"config.prior must be one of {tuple(priors_lib.PRIORS)}; got "
+        f"{config.prior!r}.")
+  _checks.positive("config.eps", config.eps)
+  _checks.non_negative("config.kernel_scale", config.kernel_scale)
+  _checks.non_negative_int("config.block_size", config.block_size)
+  _checks.non_negative_int("config.num_prior_samples",
+                           config.num_prior_samples)
+  _checks.positive_int("config.batch_size", config.batch_size)
 
 
 __all__ = [

@@ -11,8 +11,11 @@ import os
 
 
 def main(devices: int, steps: int) -> float:
-  os.environ.setdefault("XLA_FLAGS",
-                        f"--xla_force_host_platform_device_count={devices}")
+  # Appended, so flags already in the environment keep their effect.
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "--xla_force_host_platform_device_count" not in flags:
+    os.environ["XLA_FLAGS"] = (
+        f"{flags} --xla_force_host_platform_device_count={devices}".strip())
   import functools
   import jax
   import jax.numpy as jnp

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from experiments import bench_mmd, bench_train, grid, kernel_variance
+from experiments import (bench_mmd, bench_train, bound_table, grid,
+                         kernel_variance, width_ablation)
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +31,27 @@ def test_grid_writes_the_results_contract(tmp_path, capsys):
     assert r["seeds"] == [0] and r["steps"] == 20
     run = r["runs"][0]
     assert run["seed"] == 0 and run["workdir"] == f"{model}/seed0"
+    assert run["xi"] > 0 and ("bound_deviation" in run) == (model != "vae")
     assert (tmp_path / run["workdir"] / "checkpoints").is_dir()
   assert "true mixture (exact)" in capsys.readouterr().out
+
+
+def test_width_ablation_writes_the_results_contract(tmp_path):
+  width_ablation.main([
+      "--workdir", str(tmp_path), "--seeds", "0,1", "--steps", "10",
+      "--widths", "0.25,2", "--test-points", "400", "--protocol", "300,800,2",
+      "--config.hidden=8,8"])
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["widths"] == ["0.25", "2"]
+  for key in ("0.25", "2"):
+    r = results[key]
+    assert {"test_ll_mean", "test_ll_std", "xi", "seeds"} <= set(r)
+    assert r["seeds"] == [0, 1] and r["xi"] > 0
+    assert r["config"]["width"] == float(key)
+    assert [run["workdir"] for run in r["runs"]] == [
+        f"width_{key}/seed0", f"width_{key}/seed1"]
+    assert all(run["bound_deviation"] > 0 for run in r["runs"])
+  assert (tmp_path / "width_ablation.png").stat().st_size > 0
 
 
 def test_grid_rejects_bad_overrides_before_training(tmp_path):
@@ -61,3 +81,12 @@ def test_kernel_variance_smoke(tmp_path):
   kernel_variance.main(["--dims", "3", "--eps", "0.01", "--n", "16",
                         "--draws", "4", "--out", str(out)])
   assert len(json.loads(out.read_text())["rows"]) == 1
+
+
+def test_bound_table_smoke(tmp_path, capsys):
+  out = tmp_path / "bounds.json"
+  bound_table.main(["--n", "500", "--eps", "1e-2", "--xi", "1", "--lam", "10",
+                    "--out", str(out)])
+  (row,) = json.loads(out.read_text())["rows"]
+  assert row["K"] == 100.0 and row["total"] > 1 and row["n_for_total_1"] > 500
+  assert "t + lam s" in capsys.readouterr().out

@@ -197,34 +197,251 @@ def test_dtype_is_the_computation_dtype():
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
 
 
-@pytest.mark.parametrize("build,match", [
-    (lambda: models.MLPEncoder(0), "latent_dim"),
-    (lambda: models.ConvEncoder(-2), "latent_dim"),
-    (lambda: models.MLPEncoder(2, width=0.0), "width"),
-    (lambda: models.MLPDecoder(2, width=-1), "width"),
-    (lambda: models.ConvDecoder((8, 8, 1), width=float("nan")), "width"),
-    (lambda: models.MLPEncoder(2, hidden=(128, 0)), "hidden"),
-    (lambda: models.MLPDecoder((2, 0)), "out_dim"),
-    (lambda: models.ConvDecoder((7, 7, 1)), "out_shape.*even"),
-    (lambda: models.ConvDecoder((8, 8)), r"out_shape.*\(height, width"),
-    (lambda: models.ConvDecoder([8, 8, 1]), "out_shape.*tuple"),
-    (lambda: models.MLPEncoder(2, hidden=[128]), "hidden.*tuple"),
-    (lambda: models.make_autoencoder("conv", (2, 2, 1), 4), "data_shape"),
-    (lambda: models.make_autoencoder("conv", [6, 7, 1], 4), "data_shape"),
-    (lambda: models.make_autoencoder("conv", (64, 64, 3), 0), "latent_dim"),
-    (lambda: models.make_autoencoder("mlp", (), 4), "data_shape"),
-    (lambda: models.make_autoencoder("rnn", (2,), 4), "kind"),
+# Bad input: each public function and module raises early, with the error
+# type and a message naming the argument. Rows are (call, error, pattern).
+
+
+def _raises(call, error, match):
+  with pytest.raises(error, match=match):
+    call()
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: models.scale_width(0, 1.0), ValueError, "features"),
+    (lambda: models.scale_width(8.0, 1.0), ValueError, "features"),
+    (lambda: models.scale_width(8, 0.0), ValueError, "width"),
+    (lambda: models.scale_width(8, True), ValueError, "width"),
+    (lambda: models.scale_width(8, "1"), ValueError, "width"),
 ])
-def test_invalid_arguments_fail_at_construction(build, match):
-  with pytest.raises(ValueError, match=match):
-    build()
+def test_scale_width_rejects_bad_arguments(call, error, match):
+  _raises(call, error, match)
 
 
-def test_conv_encoder_rejects_unsupported_input_at_trace_time():
-  with pytest.raises(ValueError, match=r"x\.shape\[1:\].*even"):
-    jax.eval_shape(models.ConvEncoder(2).init, KEY, jnp.zeros((1, 9, 9, 1)))
-  with pytest.raises(ValueError, match="rank >= 4"):
-    jax.eval_shape(models.ConvEncoder(2).init, KEY, jnp.zeros((9, 9, 1)))
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: models.conv_stages([8, 8, 1]), ValueError, "image_shape.*tuple"),
+    (lambda: models.conv_stages((8, 8)), ValueError,
+     r"image_shape.*\(height, width"),
+    (lambda: models.conv_stages((7, 7, 1)), ValueError, "image_shape.*even"),
+    (lambda: models.conv_stages((2, 2, 1)), ValueError, "image_shape"),
+    (lambda: models.conv_stages((8, 8, 0)), ValueError, "image_shape"),
+    (lambda: models.conv_stages((6, 7, 1), name="out_shape"), ValueError,
+     "out_shape"),
+])
+def test_conv_stages_rejects_bad_arguments(call, error, match):
+  _raises(call, error, match)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: models.MLPEncoder(0), ValueError, "latent_dim"),
+    (lambda: models.MLPEncoder(2.0), ValueError, "latent_dim"),
+    (lambda: models.ConvEncoder(-2), ValueError, "latent_dim"),
+    (lambda: models.MLPEncoder(2, width=0.0), ValueError, "width"),
+    (lambda: models.MLPDecoder(2, width=-1), ValueError, "width"),
+    (lambda: models.ConvEncoder(2, width=float("inf")), ValueError, "width"),
+    (lambda: models.ConvDecoder((8, 8, 1), width=float("nan")), ValueError,
+     "width"),
+    (lambda: models.MLPEncoder(2, hidden=(128, 0)), ValueError, "hidden"),
+    (lambda: models.MLPEncoder(2, hidden=[128]), ValueError, "hidden.*tuple"),
+    (lambda: models.MLPDecoder(2, hidden=128), ValueError, "hidden"),
+    (lambda: models.MLPDecoder((2, 0)), ValueError, "out_dim"),
+    (lambda: models.MLPDecoder(0), ValueError, "out_dim"),
+    (lambda: models.ConvDecoder((7, 7, 1)), ValueError, "out_shape.*even"),
+    (lambda: models.ConvDecoder((8, 8)), ValueError,
+     r"out_shape.*\(height, width"),
+    (lambda: models.ConvDecoder([8, 8, 1]), ValueError, "out_shape.*tuple"),
+    (lambda: models.MLPEncoder(2, stochastic="yes"), TypeError, "stochastic"),
+    (lambda: models.ConvEncoder(2, stochastic=1), TypeError, "stochastic"),
+    (lambda: models.MLPEncoder(2, dtype=jnp.int32), TypeError, "dtype"),
+    (lambda: models.MLPDecoder(2, dtype="nonsense"), TypeError, "dtype"),
+    (lambda: models.ConvDecoder((8, 8, 1), dtype=bool), TypeError, "dtype"),
+    (lambda: models.ConvEncoder(2, axis_name=0), TypeError, "axis_name"),
+    (lambda: models.ConvDecoder((8, 8, 1), axis_name=("data",)), TypeError,
+     "axis_name"),
+    (lambda: models.Autoencoder(models.MLPEncoder(2), "decoder"), TypeError,
+     "decoder"),
+    (lambda: models.Autoencoder(None, models.MLPDecoder(2)), TypeError,
+     "encoder"),
+])
+def test_modules_reject_bad_attributes_at_construction(call, error, match):
+  _raises(call, error, match)
+
+
+MLP = models.make_autoencoder("mlp", (2,), latent_dim=3, hidden=(4,))
+CONV = models.make_autoencoder("conv", (8, 8, 1), latent_dim=3, width=1 / 16)
+
+
+def _trace(module, x, **kwargs):
+  """Traces `module.init` on `x` (shapes only), so input checks run."""
+  return lambda: jax.eval_shape(
+      lambda x: module.init(KEY, x, **kwargs), x)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    # MLPEncoder.__call__
+    (_trace(models.MLPEncoder(2), jnp.zeros(4)), ValueError,
+     "x must be a batch of rank >= 2"),
+    (_trace(models.MLPEncoder(2), jnp.zeros((4, 2), jnp.int32)), TypeError,
+     "x must have a floating dtype"),
+    (_trace(models.MLPEncoder(2), jnp.zeros((4, 2)), train=jnp.array(True)),
+     TypeError, "train"),
+    # MLPDecoder.__call__
+    (_trace(models.MLPDecoder(2), jnp.zeros(4)), ValueError,
+     "z must be a batch of rank 2"),
+    (_trace(models.MLPDecoder(2), jnp.zeros((4, 2, 1))), ValueError,
+     "z must be a batch of rank 2"),
+    (_trace(models.MLPDecoder(2), jnp.zeros((4, 2), bool)), TypeError, "z"),
+    # ConvEncoder.__call__
+    (_trace(models.ConvEncoder(2), jnp.zeros((1, 9, 9, 1))), ValueError,
+     r"x\.shape\[1:\].*even"),
+    (_trace(models.ConvEncoder(2), jnp.zeros((9, 9, 1))), ValueError,
+     "x must be a batch of rank 4"),
+    (_trace(models.ConvEncoder(2), jnp.zeros((1, 1, 8, 8, 1))), ValueError,
+     "x must be a batch of rank 4"),
+    (_trace(models.ConvEncoder(2), jnp.zeros((1, 8, 8, 1)), train="yes"),
+     TypeError, "train"),
+    # ConvDecoder.__call__
+    (_trace(models.ConvDecoder((8, 8, 1)), jnp.zeros(3)), ValueError,
+     "z must be a batch of rank 2"),
+    (_trace(models.ConvDecoder((8, 8, 1)), jnp.zeros((2, 3), jnp.int8)),
+     TypeError, "z"),
+    # Autoencoder.__call__ / encode: x against the decoder's data_shape.
+    (_trace(MLP, jnp.zeros((4, 3))), ValueError, r"x must have shape \[B, 2\]"),
+    (_trace(MLP, jnp.zeros(2)), ValueError, r"x must have shape \[B, 2\]"),
+    (_trace(MLP, jnp.zeros((4, 2, 1))), ValueError, r"x.*\[B, 2\]"),
+    (_trace(CONV, jnp.zeros((4, 8, 8))), ValueError,
+     r"x must have shape \[B, 8, 8, 1\]"),
+    (_trace(CONV, jnp.zeros((4, 8, 8, 3))), ValueError, r"x.*\[B, 8, 8, 1\]"),
+    (_trace(MLP, jnp.zeros((4, 2), jnp.int32)), TypeError, "x"),
+    (_trace(MLP, jnp.zeros((4, 2)), train=1), TypeError, "train"),
+    (_trace(MLP, jnp.zeros((4, 2)), method=models.Autoencoder.encode,
+            train=None), TypeError, "train"),
+    # Autoencoder.decode: z against the encoder's latent_dim.
+    (_trace(MLP, jnp.zeros((4, 2)), method=models.Autoencoder.decode),
+     ValueError, r"z must have shape \[B, 3\]"),
+    (_trace(CONV, jnp.zeros(3), method=models.Autoencoder.decode),
+     ValueError, r"z must have shape \[B, 3\]"),
+    (_trace(MLP, jnp.zeros((4, 3), jnp.int32),
+            method=models.Autoencoder.decode), TypeError, "z"),
+])
+def test_modules_reject_bad_inputs_at_trace_time(call, error, match):
+  _raises(call, error, match)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: models.make_autoencoder("rnn", (2,), 4), ValueError, "kind"),
+    (lambda: models.make_autoencoder(None, (2,), 4), TypeError, "kind"),
+    (lambda: models.make_autoencoder("mlp", (), 4), ValueError, "data_shape"),
+    (lambda: models.make_autoencoder("mlp", "2", 4), ValueError, "data_shape"),
+    (lambda: models.make_autoencoder("mlp", (2, -1), 4), ValueError,
+     "data_shape"),
+    (lambda: models.make_autoencoder("conv", (2, 2, 1), 4), ValueError,
+     "data_shape"),
+    (lambda: models.make_autoencoder("conv", [6, 7, 1], 4), ValueError,
+     "data_shape"),
+    (lambda: models.make_autoencoder("conv", (8, 8), 4), ValueError,
+     "data_shape"),
+    (lambda: models.make_autoencoder("mlp", (2,), 0), ValueError,
+     "latent_dim"),
+    (lambda: models.make_autoencoder("conv", (64, 64, 3), 0), ValueError,
+     "latent_dim"),
+    (lambda: models.make_autoencoder("mlp", (2,), 4, width=0), ValueError,
+     "width"),
+    (lambda: models.make_autoencoder("conv", (8, 8, 1), 4, width=-0.5),
+     ValueError, "width"),
+    (lambda: models.make_autoencoder("mlp", (2,), 4, hidden=128), ValueError,
+     "hidden"),
+    (lambda: models.make_autoencoder("mlp", (2,), 4, hidden=[64, 0]),
+     ValueError, "hidden"),
+    (lambda: models.make_autoencoder("mlp", (2,), 4, stochastic="vae"),
+     TypeError, "stochastic"),
+    (lambda: models.make_autoencoder("mlp", (2,), 4, dtype=jnp.int32),
+     TypeError, "dtype"),
+    (lambda: models.make_autoencoder("conv", (8, 8, 1), 4, axis_name=1),
+     TypeError, "axis_name"),
+])
+def test_make_autoencoder_rejects_bad_arguments(call, error, match):
+  _raises(call, error, match)
+
+
+def test_make_autoencoder_accepts_lists():
+  model = models.make_autoencoder("mlp", [8, 8, 1], 4, hidden=[16, 8])
+  assert model.decoder.out_dim == (8, 8, 1)
+  assert model.encoder.hidden == (16, 8) and model.decoder.hidden == (8, 16)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: models.reparameterize(0, jnp.zeros(2), jnp.zeros(2)), TypeError,
+     "key"),
+    (lambda: models.reparameterize(jax.random.split(KEY), jnp.zeros(2),
+                                   jnp.zeros(2)), TypeError, "key"),
+    (lambda: models.reparameterize(jnp.zeros(2), jnp.zeros(2), jnp.zeros(2)),
+     TypeError, "key"),
+    (lambda: models.reparameterize(KEY, jnp.zeros((3, 2)), jnp.zeros((2, 3))),
+     ValueError, r"mean and log_var.*same shape.*\(3, 2\).*\(2, 3\)"),
+    (lambda: models.reparameterize(KEY, jnp.zeros((3, 2)), jnp.zeros(2)),
+     ValueError, "log_var"),
+    (lambda: models.reparameterize(KEY, jnp.zeros(2, jnp.int32), jnp.zeros(2)),
+     TypeError, "mean"),
+    (lambda: models.reparameterize(KEY, jnp.zeros(2), jnp.zeros(2, jnp.int32)),
+     TypeError, "log_var"),
+    (lambda: models.reparameterize(KEY, jnp.zeros(2),
+                                   jnp.zeros(2, jnp.bfloat16)),
+     TypeError, "mean and log_var.*same dtype"),
+])
+def test_reparameterize_rejects_bad_arguments(call, error, match):
+  _raises(call, error, match)
+
+
+def test_reparameterize_accepts_raw_keys_and_traces():
+  mean, log_var = jnp.zeros((3, 2)), jnp.zeros((3, 2))
+  raw = jax.random.PRNGKey(0)
+  np.testing.assert_array_equal(
+      models.reparameterize(raw, mean, log_var),
+      models.reparameterize(jax.random.wrap_key_data(raw), mean, log_var))
+  jitted = jax.eval_shape(jax.jit(models.reparameterize), KEY, mean, log_var)
+  assert jitted.shape == (3, 2)
+
+
+MLP_VARIABLES = random_variables(MLP, jnp.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("function", [models.encode, models.decode])
+@pytest.mark.parametrize("model,variables,error,match", [
+    (models.MLPEncoder(3), MLP_VARIABLES, TypeError,
+     "model must be an Autoencoder"),
+    ("mlp", MLP_VARIABLES, TypeError, "model"),
+    (MLP, [MLP_VARIABLES["params"]], TypeError, "variables"),
+    (MLP, {"batch_stats": {}}, ValueError, "variables.*'params'"),
+])
+def test_encode_and_decode_reject_bad_model_or_variables(
+    function, model, variables, error, match):
+  with pytest.raises(error, match=match):
+    function(model, variables, jnp.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("x,error,match", [
+    (jnp.zeros((4, 3)), ValueError, r"x must have shape \[B, 2\]"),
+    (jnp.zeros(2), ValueError, r"x must have shape \[B, 2\]"),
+    (jnp.zeros((4, 2), jnp.int32), TypeError, "x must have a floating dtype"),
+])
+def test_encode_rejects_bad_inputs(x, error, match):
+  with pytest.raises(error, match=match):
+    models.encode(MLP, MLP_VARIABLES, x)
+  # The same checks run when encode is traced inside another jitted function.
+  with pytest.raises(error, match=match):
+    jax.eval_shape(lambda x: models.encode(MLP, MLP_VARIABLES, x), x)
+
+
+@pytest.mark.parametrize("z,error,match", [
+    (jnp.zeros((4, 2)), ValueError, r"z must have shape \[B, 3\]"),
+    (jnp.zeros((4, 3, 1)), ValueError, r"z must have shape \[B, 3\]"),
+    (jnp.zeros((4, 3), jnp.int32), TypeError, "z must have a floating dtype"),
+])
+def test_decode_rejects_bad_inputs(z, error, match):
+  with pytest.raises(error, match=match):
+    models.decode(MLP, MLP_VARIABLES, z)
+  with pytest.raises(error, match=match):
+    jax.eval_shape(lambda z: models.decode(MLP, MLP_VARIABLES, z), z)
 
 
 def test_modules_are_hashable_for_static_arguments():

@@ -169,6 +169,125 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
              for leaf in jax.tree.leaves(restored.params))
 
 
+def _allclose(a, b, tolerance):
+  return all(jax.tree.leaves(jax.tree.map(
+      lambda u, v: np.allclose(u, v, rtol=tolerance, atol=tolerance), a, b)))
+
+
+def test_fit_seeds_trains_each_seed_like_fit(tmp_path):
+  config = config_lib.TrainConfig(steps=10, **TINY)
+  ensemble = loop.fit_seeds(config, [0, 1], str(tmp_path / "ensemble"),
+                            progress=False)
+  alone = loop.fit(config.replace(seed=1), str(tmp_path / "alone"),
+                   progress=False)
+  assert [m.config.seed for m in ensemble] == [0, 1]
+  restored = checkpointing.restore(loop.seed_workdir(
+      str(tmp_path / "ensemble"), 1))
+  assert restored.config == alone.config and restored.step == 10
+  # Batching the seeds reorders float operations; Adam keeps it tiny.
+  assert _allclose(restored.params, alone.params, 1e-5)
+  assert not _allclose(ensemble[0].params, ensemble[1].params, 1e-2)
+  log = (tmp_path / "ensemble" / "seed0" / loop.METRICS_FILE).read_text()
+  assert [json.loads(line)["step"] for line in log.splitlines()] == [10]
+
+
+def test_steps_per_call_does_not_change_the_run(tmp_path):
+  config = config_lib.TrainConfig(steps=12, **TINY | dict(checkpoint_every=6,
+                                                          log_every=3))
+  one = loop.fit(config, str(tmp_path / "one"), progress=False)
+  scanned = loop.fit(config.replace(steps_per_call=5),
+                     str(tmp_path / "scanned"), progress=False)
+  assert _allclose(one.params, scanned.params, 1e-6)
+  log = (tmp_path / "scanned" / loop.METRICS_FILE).read_text()
+  assert [json.loads(line)["step"] for line in log.splitlines()] == [
+      3, 6, 9, 12]
+  assert _steps(tmp_path / "scanned") == [6, 12]
+
+
+def _steps(workdir) -> list[int]:
+  return sorted(int(p.name) for p in (pathlib.Path(workdir) / "checkpoints")
+                .iterdir() if p.name.isdigit())
+
+
+def test_ensemble_resumes_when_a_seed_saved_ahead(tmp_path):
+  """A crash between the seeds' saves leaves one a checkpoint ahead: the
+  ensemble resumes from the step both saved and recomputes the rest."""
+  config = config_lib.TrainConfig(steps=10, **TINY | dict(checkpoint_every=5))
+  workdir = str(tmp_path)
+  finished = loop.fit_seeds(config, [0, 1], workdir, progress=False)
+  seed1 = checkpointing.Checkpointer(loop.seed_workdir(workdir, 1), config,
+                                     (2,))
+  seed1.delete(10)
+  seed1.close()
+  resumed = loop.fit_seeds(config, [0, 1], workdir, progress=False)
+  for before, after in zip(finished, resumed):
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, before.params,
+                                            after.params)))
+  assert _steps(loop.seed_workdir(workdir, 0)) == [5, 10]
+
+
+def test_standardized_run_works_in_data_units(tmp_path):
+  config = config_lib.TrainConfig(steps=10, standardize=True, **TINY)
+  trained = loop.fit(config, str(tmp_path), progress=False)
+  restored = checkpointing.restore(str(tmp_path))
+  data = loop.load_dataset(config)
+  assert restored.scaling.scale == pytest.approx(float(np.std(data)), 1e-4)
+  np.testing.assert_allclose(restored.scaling.mean, data.mean(0), atol=1e-5)
+  # The networks see standardised data; the model's methods use data units.
+  scaled = restored.scaling.apply(data)
+  np.testing.assert_allclose(
+      restored.encode(data),
+      restored.model.apply(restored.variables, scaled,
+                           method="encode"), rtol=1e-5, atol=1e-5)
+  codes = restored.encode(data[:5])
+  np.testing.assert_allclose(
+      restored.decode(codes),
+      restored.scaling.invert(restored.model.apply(
+          restored.variables, codes, method="decode")), rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(trained.reconstruct(data[:5]),
+                             restored.reconstruct(data[:5]), atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["couae", "wae"])
+def test_stochastic_encoder_penalises_sampled_codes(tmp_path, model):
+  config = config_lib.TrainConfig(model=model, stochastic_encoder=True,
+                                  steps=4, **TINY)
+  network = train_lib.build_model(config, (2,))
+  assert network.encoder.stochastic
+  mean = np.zeros((500, 3), np.float32)
+  log_var = np.zeros((500, 3), np.float32)
+  codes, penalty = train_lib.make_regularizer(config)(
+      (mean, log_var), jax.random.key(0), None)
+  # Unit-variance noise around 0: the codes are a N(0, I) sample.
+  assert codes.shape == (500, 3) and 0.8 < float(np.std(codes)) < 1.2
+  assert abs(float(penalty)) < 0.05
+  trained = loop.fit(config, str(tmp_path), progress=False)
+  assert trained.encode(np.zeros((5, 2), np.float32)).shape == (5, 3)
+
+
+def test_data_scaling_reads_uint8_images_as_floats_in_chunks(monkeypatch):
+  monkeypatch.setattr(checkpointing, "_STATS_CHUNK", 7)  # several chunks
+  pixels = np.random.default_rng(0).integers(0, 256, (30, 4, 4, 3), np.uint8)
+  scaling = checkpointing.DataScaling.of(pixels)
+  floats = pixels.astype(np.float64) / 255
+  np.testing.assert_allclose(scaling.mean, floats.mean(0), rtol=1e-6)
+  assert scaling.scale == pytest.approx(float(np.std(floats - floats.mean(0))),
+                                        rel=1e-6)  # float32 pixels
+
+
+@pytest.mark.parametrize("data", [np.zeros((4, 2)), np.ones(3),
+                                  np.ones((1, 2))])
+def test_data_scaling_rejects_data_it_cannot_scale(data):
+  with pytest.raises(ValueError, match="data"):
+    checkpointing.DataScaling.of(data)
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [1.5], "01"])
+def test_fit_seeds_rejects_bad_seeds(tmp_path, seeds):
+  with pytest.raises(ValueError, match="seeds must be"):
+    loop.fit_seeds(config_lib.TrainConfig(**TINY), seeds, str(tmp_path))
+
+
 def test_unfinished_save_is_not_a_checkpoint(tmp_path):
   config = config_lib.TrainConfig(steps=10, **TINY)
   loop.fit(config, str(tmp_path), progress=False)
