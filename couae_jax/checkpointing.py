@@ -479,16 +479,27 @@ class TrainedModel:
           f"got shape {tuple(x.shape)}.")
     return x
 
-  def encode(self, x: jax.Array) -> jax.Array:
-    """Codes `[B, h]` of `x: [B, *data_shape]` (the posterior mean for a VAE).
+  def encode(self, x: jax.Array, key: Optional[jax.Array] = None
+             ) -> jax.Array:
+    """Codes `[B, h]` of `x: [B, *data_shape]`.
 
-    Raises TypeError for a non-floating `x`, ValueError for a wrong shape.
+    A Gaussian encoder (VAE, or `config.stochastic_encoder`) gives its mean,
+    or with `key` a sample of q(z|x), what its regulariser saw in training;
+    a deterministic encoder ignores `key`.
+
+    Raises TypeError for a non-floating `x` or a bad key, ValueError for a
+    wrong shape.
     """
     x = self._check_x(x)
+    if key is not None:
+      _checks.prng_key("key", key)
     if self.scaling is not None:
       x = self.scaling.apply(x)
     encoding = models.encode(self.model, self.variables, x)
-    return encoding[0] if isinstance(encoding, tuple) else encoding
+    if not isinstance(encoding, tuple):
+      return encoding
+    return encoding[0] if key is None else models.reparameterize(key,
+                                                                 *encoding)
 
   def decode(self, z: jax.Array) -> jax.Array:
     """Decodes codes `z: [B, h]` to `[B, *data_shape]`.

@@ -123,9 +123,10 @@ def save_figures(directory: str, trained, data: np.ndarray, *,
   os.makedirs(directory, exist_ok=True)
   step = trained.step
   data = data[:count]
-  sample_key, prior_key = jax.random.split(key)
+  sample_key, prior_key, code_key = jax.random.split(key, 3)
   samples = np.asarray(trained.sample(sample_key, len(data)))
-  codes = np.asarray(trained.encode(data))
+  # Samples of q(z|x) for a Gaussian encoder: the codes the MMD or KL saw.
+  codes = np.asarray(trained.encode(data, key=code_key))
   paths = []
 
   def save(fig, name):

@@ -23,8 +23,16 @@ except AttributeError:  # pragma: no cover - older JAX
 
 
 @pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-  """Every test runs with strict dtype promotion: no silent upcasts."""
+def strict_dtype_promotion(request):
+  """Every test runs with strict dtype promotion: no silent upcasts.
+
+  Modules marked `standard_promotion` (`pytestmark`) run with JAX's default:
+  they drive optax and flax, whose Adam bias correction (`b1 ** count`)
+  promotes a Python float against an int32 count.
+  """
+  if request.node.get_closest_marker("standard_promotion"):
+    yield
+    return
   with jax.numpy_dtype_promotion("strict"):
     yield
 

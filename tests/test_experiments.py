@@ -10,11 +10,7 @@ from experiments import (bench_mmd, bench_train, bound_table, grid,
                          kernel_variance, width_ablation)
 
 
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-  """Overrides conftest's strict promotion: optax's Adam promotes a Python
-  float against its int32 step count."""
-  yield
+pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
 
 def test_grid_writes_the_results_contract(tmp_path, capsys):

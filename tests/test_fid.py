@@ -15,11 +15,7 @@ from couae_jax import fid
 from experiments import convert_fid_weights as convert
 
 
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-  """Overrides conftest's strict promotion: flax's BatchNorm and pooling
-  promote Python scalars against float32 arrays."""
-  yield
+pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
 
 def scipy_frechet(mu1, sigma1, mu2, sigma2) -> float:

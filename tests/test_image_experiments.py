@@ -14,11 +14,7 @@ from couae_jax import fid
 from experiments import celeba, digits
 
 
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-  """Overrides conftest's strict promotion: optax's Adam promotes a Python
-  float against its int32 step count."""
-  yield
+pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
 
 @pytest.fixture

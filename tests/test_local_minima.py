@@ -9,11 +9,7 @@ import pytest
 from experiments import local_minima
 
 
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-  """Overrides conftest's strict promotion: optax's Adam promotes a Python
-  float against its int32 step count."""
-  yield
+pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
 
 def test_local_minima_writes_the_results_contract(tmp_path, capsys):

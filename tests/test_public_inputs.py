@@ -32,11 +32,7 @@ EXAMPLE = np.zeros((1, 2), np.float32)
 POINTS = np.zeros((10, 2), np.float32)
 
 
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-  """Overrides conftest's strict promotion: optax's Adam bias correction
-  (`b1 ** count`) promotes a Python float against an int32 count."""
-  yield
+pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SPMD_PROGRAMS = REPO / "tests" / "spmd_programs.py"
 
 
-@pytest.fixture(autouse=True)
-def strict_dtype_promotion():
-  """Overrides conftest's strict promotion: optax's Adam bias correction
-  (`b1 ** count`) promotes a Python float against an int32 count."""
-  yield
+pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
 
 # A Grid run that takes a few seconds: small MLPs, full batch.
@@ -240,6 +236,9 @@ def test_standardized_run_works_in_data_units(tmp_path):
       restored.model.apply(restored.variables, scaled,
                            method="encode"), rtol=1e-5, atol=1e-5)
   codes = restored.encode(data[:5])
+  # A deterministic encoder ignores the key.
+  np.testing.assert_array_equal(
+      restored.encode(data[:5], key=jax.random.key(0)), codes)
   np.testing.assert_allclose(
       restored.decode(codes),
       restored.scaling.invert(restored.model.apply(
@@ -262,7 +261,12 @@ def test_stochastic_encoder_penalises_sampled_codes(tmp_path, model):
   assert codes.shape == (500, 3) and 0.8 < float(np.std(codes)) < 1.2
   assert abs(float(penalty)) < 0.05
   trained = loop.fit(config, str(tmp_path), progress=False)
-  assert trained.encode(np.zeros((5, 2), np.float32)).shape == (5, 3)
+  x = np.zeros((5, 2), np.float32)
+  mean = trained.encode(x)
+  assert mean.shape == (5, 3)
+  # With a key, a sample of q(z|x): what the regulariser saw.
+  sampled = trained.encode(x, key=jax.random.key(1))
+  assert sampled.shape == (5, 3) and not np.allclose(sampled, mean)
 
 
 def test_data_scaling_reads_uint8_images_as_floats_in_chunks(monkeypatch):
