@@ -170,3 +170,20 @@ def floating_dtype(name: str, dtype) -> jnp.dtype:
     raise TypeError(
         f"{name} must be a floating dtype (e.g. jnp.float32); got {dtype!r}.")
   return dtype
+
+
+def gaussian_parameters(mean, log_var, *, min_rank: int
+                        ) -> tuple[jax.Array, jax.Array]:
+  """Checks a diagonal Gaussian's `mean` and `log_var`: floating arrays of
+  one shape and dtype, of rank >= `min_rank`; returns them as arrays."""
+  mean = floating_array("mean", mean, min_rank=min_rank)
+  log_var = floating_array("log_var", log_var, min_rank=min_rank)
+  if mean.shape != log_var.shape:
+    raise ValueError(
+        f"mean and log_var must have the same shape; got mean.shape="
+        f"{tuple(mean.shape)} and log_var.shape={tuple(log_var.shape)}.")
+  if mean.dtype != log_var.dtype:
+    raise TypeError(
+        f"mean and log_var must have the same dtype; got {mean.dtype} and "
+        f"{log_var.dtype}.")
+  return mean, log_var

@@ -64,18 +64,18 @@ def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
   Returns:
     `[B]`, `0.5 * sum_h (exp(log_var) + mean² - 1 - log_var)`.
 
+  Raises:
+    ValueError: `mean` and `log_var` of rank < 2 or of different shapes.
+    TypeError: non-floating inputs, or `mean` and `log_var` of different
+      dtypes.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from couae_jax import losses
     >>> losses.gaussian_kl(jnp.zeros((2, 4)), jnp.zeros((2, 4)))
     Array([0., 0.], dtype=float32)
   """
-  mean = _checks.floating_array("mean", mean, min_rank=2)
-  log_var = _checks.floating_array("log_var", log_var, min_rank=2)
-  if mean.shape != log_var.shape:
-    raise ValueError(
-        f"mean and log_var must have the same shape [B, h]; got "
-        f"{tuple(mean.shape)} and {tuple(log_var.shape)}.")
+  mean, log_var = _checks.gaussian_parameters(mean, log_var, min_rank=2)
   return 0.5 * jnp.sum(jnp.exp(log_var) + mean * mean - 1.0 - log_var,
                        axis=-1)
 

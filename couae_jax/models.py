@@ -584,16 +584,7 @@ def reparameterize(key: jax.Array, mean: jax.Array,
     ((4, 2), dtype('float32'), [1.0, 1.0])
   """
   _checks.prng_key("key", key)
-  mean = _checks.floating_array("mean", mean, min_rank=0)
-  log_var = _checks.floating_array("log_var", log_var, min_rank=0)
-  if mean.shape != log_var.shape:
-    raise ValueError(
-        f"mean and log_var must have the same shape; got mean.shape="
-        f"{tuple(mean.shape)} and log_var.shape={tuple(log_var.shape)}.")
-  if mean.dtype != log_var.dtype:
-    raise TypeError(
-        f"mean and log_var must have the same dtype; got {mean.dtype} and "
-        f"{log_var.dtype}.")
+  mean, log_var = _checks.gaussian_parameters(mean, log_var, min_rank=0)
   eps = jax.random.normal(key, mean.shape, mean.dtype)
   return mean + jnp.exp(0.5 * log_var) * eps
 
