@@ -33,7 +33,7 @@ N(0, 2 I); the project's 4×4 kernels instead of WAE's 5×5.
 
 Paper (ECAI 2020, Table 2): FID VAE 63, WAE 55, CouAE 47.
 Expected result: not run yet (no CelebA and no weights on the development
-machine); see /tmp/couae_notes/images.md and BUILD_NOTES.md.
+machine); see BUILD_NOTES.md, section 7.
 """
 
 from __future__ import annotations
