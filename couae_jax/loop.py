@@ -371,7 +371,12 @@ def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
   mesh = train_lib.make_mesh()
   config_lib.validate(config, devices=mesh.size,
                       processes=jax.process_count())
-  datasets = [load_dataset(member_config) for member_config in configs]
+  # Only the Grid is drawn from the seed; a data set read from files is read
+  # once and shared by every seed.
+  if config.data == "grid":
+    datasets = [load_dataset(member_config) for member_config in configs]
+  else:
+    datasets = [load_dataset(config)] * len(configs)
   data_shape = datasets[0].shape[1:]
   members: list[_Member] = []
   try:
