@@ -2,8 +2,9 @@
 
 Run: python examples/shard_map_global_mmd.py [--devices 4] [--steps 200]
 (on CPU the devices are simulated). Each device encodes its shard of the
-batch; `mmd2(..., axis_name="data")` returns the estimate over the global
-batch, each device computing only its own rows of pairs.
+batch and draws its shard of the prior sample from the step's key;
+`mmd2(..., axis_name="data")` returns the estimate over the global batch,
+each device computing only its own rows of pairs.
 """
 
 import argparse
@@ -31,7 +32,13 @@ def main(devices: int, steps: int) -> float:
   params = {"w": jnp.eye(4, 3), "b": jnp.zeros(3)}
   opt_state = optimizer.init(params)
 
-  def local_step(params, opt_state, x, prior):
+  def local_step(params, opt_state, x, key):
+    # Each device draws its own prior shard on the device, so no host-to-device
+    # transfer runs between steps (on simulated CPU devices a fresh device_put
+    # between asynchronously dispatched collective steps can deadlock XLA).
+    key = jax.random.fold_in(key, jax.lax.axis_index("data"))
+    prior = jax.random.normal(key, (x.shape[0], 3))
+
     def loss(params):  # x, prior: this device's shards
       codes = x @ params["w"] + params["b"]
       return mmd.mmd2(codes, prior, kernel, block_size=64, axis_name="data")
@@ -40,14 +47,12 @@ def main(devices: int, steps: int) -> float:
     return optax.apply_updates(params, updates), opt_state, value
 
   step = jax.jit(jax.shard_map(
-      local_step, mesh=mesh, in_specs=(P(), P(), P("data"), P("data")),
+      local_step, mesh=mesh, in_specs=(P(), P(), P("data"), P()),
       out_specs=(P(), P(), P())))
-  sharded = NamedSharding(mesh, P("data"))
-  x = jax.device_put(data, sharded)
+  x = jax.device_put(data, NamedSharding(mesh, P("data")))
   for i in range(steps):
-    prior = jax.device_put(jax.random.normal(jax.random.key(i + 1), (512, 3)),
-                           sharded)
-    params, opt_state, value = step(params, opt_state, x, prior)
+    params, opt_state, value = step(params, opt_state, x,
+                                    jax.random.fold_in(jax.random.key(1), i))
   print(f"{jax.device_count()} devices, MMD after {steps} steps: "
         f"{float(value):+.4f}")
   return float(value)
