@@ -34,7 +34,6 @@ from couae_jax import _checks
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
 from couae_jax import models
-from couae_jax import priors as priors_lib
 from couae_jax import train as train_lib
 
 CHECKPOINT_DIR = "checkpoints"
@@ -169,14 +168,16 @@ class Checkpointer:
   def check_config(self, config: config_lib.TrainConfig) -> None:
     """Raises ConfigMismatchError if the latest checkpoint's config differs.
 
-    Fields in `RESUMABLE_CHANGES` may differ. `config` must be a
+    Fields in `RESUMABLE_CHANGES` may differ. A field the checkpoint does
+    not hold (one added to `TrainConfig` after it was written) counts as
+    saved with its default, the value `restore` gives it. `config` must be a
     `TrainConfig` (TypeError).
     """
     config_lib._check_config(config)
     step = self.latest_step()
     if step is None:
       return
-    saved = read_meta(self.manager, step)["config"]
+    saved = _DEFAULTS | read_meta(self.manager, step)["config"]
     current = config.to_dict()
     differing = sorted(
         name for name in set(saved) | set(current)
@@ -272,6 +273,10 @@ def _check_position(position) -> None:
 
 def _data_tree(position: dict[str, int]) -> dict[str, np.ndarray]:
   return {name: np.asarray(value, np.int64) for name, value in position.items()}
+
+
+#: Every field's default, for checkpoints written before a field existed.
+_DEFAULTS = config_lib.TrainConfig().to_dict()
 
 
 def _normalise(value: Any) -> Any:
@@ -520,13 +525,14 @@ class TrainedModel:
     return self.decode(self.encode(x))
 
   def sample_prior(self, key: jax.Array, n: int) -> jax.Array:
-    """`[n, h]` samples of the prior the model was trained with.
+    """`[n, h]` samples of the prior the model was trained with:
+    `train.make_prior(config)`, `config.prior` scaled by `config.prior_scale`.
 
     `key` must be one PRNG key (TypeError), `n` an int >= 1 (ValueError).
     """
     _checks.prng_key("key", key)
     _checks.positive_int("n", n)
-    prior = priors_lib.PRIORS[self.config.prior]
+    prior = train_lib.make_prior(self.config)
     return prior(key, (n, self.config.latent_dim))
 
   def sample(self, key: jax.Array, n: int) -> jax.Array:

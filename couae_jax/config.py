@@ -25,7 +25,7 @@ MODELS = ("couae", "wae", "vae")
 DATASETS = ("grid", "digits", "npz", "mnist", "celeba")
 ARCHITECTURES = ("auto", "mlp", "conv")
 PRIORS = ("normal", "uniform")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "piecewise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,17 +41,36 @@ class TrainConfig:
     width: the factor scaling every hidden width (the paper's ablation uses
       0.25, 0.5 and 1).
     hidden: the MLP's hidden widths at width 1.
+    conv_kernel_size: the side k of the conv nets' k×k (transposed)
+      convolution kernels (4; WAE's CelebA nets use 5). Unused by MLPs.
     steps: optimisation steps in total.
     batch_size: the global batch (all devices and processes together).
     seed: fixes initialisation, data order, prior samples and noise.
     lam: the weight λ of the regulariser in `REC + λ D(q_Z, p_Z)`.
     learning_rate, b1, b2: Adam's settings.
-    schedule: `constant` or `cosine` decay of the learning rate to 0.
+    schedule: `constant`, `cosine` decay of the learning rate to 0, or
+      `piecewise`: constant, multiplied by `lr_factors[i]` from the step at
+      fraction `lr_boundaries[i]` of `steps` on (see `train.make_optimizer`).
+    lr_boundaries: for `schedule='piecewise'`, where the rate drops, as
+      fractions of `steps` in (0, 1), strictly increasing; fraction f is step
+      `floor(f * steps + 0.5)` (the nearest step), so the schedule keeps its
+      shape when `steps` changes. Must be empty for the other schedules.
+    lr_factors: for `schedule='piecewise'`, the factor (> 0) by which the rate
+      is multiplied at each boundary, one per boundary; they compound (WAE's
+      CelebA run: boundaries `(30/55, 50/55)`, factors `(0.5, 0.2)`).
     warmup_steps: linear warm-up steps.
-    prior: `normal` (N(0, I)) or `uniform` (on [-1, 1]^h).
+    prior: `normal` (N(0, I)) or `uniform` (on [-1, 1]^h), before
+      `prior_scale`.
+    prior_scale: the factor (> 0) multiplying the prior's samples: `normal`
+      becomes N(0, prior_scale² I), `uniform` the cube
+      [-prior_scale, prior_scale]^h. The MMD kernels' default scales follow
+      it (`priors.coordinate_std`), and a trained model generates from the
+      same scaled prior. The VAE's KL is to N(0, I) by definition: `vae`
+      requires 1.
     eps: the Coulomb kernel's regulariser.
     kernel_scale: the Coulomb kernel's unit length; 0 takes the prior's
-      `sigma * sqrt(2 h)`.
+      `sigma * sqrt(2 h)` (sigma the scaled prior's coordinate standard
+      deviation).
     num_prior_samples: prior samples per step (global); 0 takes batch_size.
     block_size: rows per block of the streamed MMD; 0 evaluates it densely
       (autodiff through whole Gram matrices: several times slower on CPU, see
@@ -105,6 +124,7 @@ class TrainConfig:
   latent_dim: int = 3
   width: float = 1.0
   hidden: tuple[int, ...] = (128, 128)
+  conv_kernel_size: int = 4
   steps: int = 2000
   batch_size: int = 500
   seed: int = 0
@@ -113,8 +133,11 @@ class TrainConfig:
   b1: float = 0.5
   b2: float = 0.9
   schedule: str = "constant"
+  lr_boundaries: tuple[float, ...] = ()
+  lr_factors: tuple[float, ...] = ()
   warmup_steps: int = 0
   prior: str = "normal"
+  prior_scale: float = 1.0
   eps: float = kernels.DEFAULT_EPS
   kernel_scale: float = 0.0
   num_prior_samples: int = 0
@@ -170,7 +193,8 @@ def _coerce(name: str, hint, value):
     if origin is tuple:
       if isinstance(value, str):
         value = [v for v in value.strip("()[] ").split(",") if v.strip()]
-      return tuple(int(v) for v in value)
+      item = typing.get_args(hint)[0]
+      return tuple(item(v) for v in value)
     if hint is bool:
       if isinstance(value, str):
         if value.lower() not in ("true", "false", "1", "0"):
@@ -249,9 +273,11 @@ def validate(config: TrainConfig, *, devices: int = 1,
   """Rejects a bad configuration before any compilation.
 
   Checks each field's type (ints for counts, finite numbers for the real
-  hyperparameters, str for the choices, a tuple of ints for `hidden`), its
-  range, and that the global batch and prior samples split evenly over
-  `devices` and `processes`.
+  hyperparameters, str for the choices, a tuple of ints for `hidden`, tuples
+  of finite numbers for `lr_boundaries` and `lr_factors`), its range, that
+  the piecewise schedule's fields fit `schedule`, that a `vae` keeps
+  `prior_scale=1`, and that the global batch and prior samples split evenly
+  over `devices` and `processes`.
 
   Args:
     config: the configuration, a `TrainConfig`.
@@ -325,6 +351,14 @@ def validate(config: TrainConfig, *, devices: int = 1,
           f"b1={config.b1}, b2={config.b2} must lie in [0, 1).")
   require(0 <= config.warmup_steps < config.steps,
           f"warmup_steps={config.warmup_steps} must lie in [0, steps).")
+  _check_piecewise(config, require)
+  require(config.prior_scale > 0,
+          f"prior_scale={config.prior_scale} must be > 0.")
+  require(config.model != "vae" or config.prior_scale == 1,
+          f"prior_scale={config.prior_scale}: the VAE's KL is to N(0, I); "
+          "set --config.prior_scale=1 for model='vae'.")
+  require(config.conv_kernel_size >= 1,
+          f"conv_kernel_size={config.conv_kernel_size} must be >= 1.")
   require(config.eps > 0, f"eps={config.eps} must be > 0.")
   require(config.kernel_scale >= 0,
           f"kernel_scale={config.kernel_scale} must be > 0, or 0 for the "
@@ -349,6 +383,64 @@ def validate(config: TrainConfig, *, devices: int = 1,
           "multiple of 25 (equal points per mode).")
 
 
+def _check_piecewise(config: TrainConfig, require) -> None:
+  """`lr_boundaries` and `lr_factors` fit `schedule` (types checked first)."""
+  boundaries, factors = config.lr_boundaries, config.lr_factors
+  if config.schedule != "piecewise":
+    given = ", ".join(f"{name}={tuple(value)}" for name, value in
+                      (("lr_boundaries", boundaries), ("lr_factors", factors))
+                      if len(value))
+    require(not given,
+            f"{given} applies only to schedule='piecewise' (schedule="
+            f"{config.schedule!r}); set --config.schedule=piecewise or leave "
+            "lr_boundaries and lr_factors empty.")
+    return
+  require(len(boundaries) >= 1,
+          "lr_boundaries=() is empty: schedule='piecewise' needs at least "
+          "one boundary (a fraction of steps in (0, 1)).")
+  require(all(0 < b < 1 for b in boundaries),
+          f"lr_boundaries={tuple(boundaries)} must be fractions of steps in "
+          "(0, 1).")
+  require(all(a < b for a, b in zip(boundaries, boundaries[1:])),
+          f"lr_boundaries={tuple(boundaries)} must be strictly increasing.")
+  require(len(factors) == len(boundaries),
+          f"lr_factors={tuple(factors)} must hold one factor per boundary "
+          f"({len(boundaries)} lr_boundaries).")
+  require(all(f > 0 for f in factors),
+          f"lr_factors={tuple(factors)} must all be > 0.")
+
+
+def boundary_steps(config: TrainConfig) -> dict[int, float]:
+  """The piecewise schedule's `{step: factor}`: each fraction of
+  `config.lr_boundaries` rounded to the nearest step of `config.steps`
+  (halves up); factors of boundaries that round to the same step multiply.
+
+  Args:
+    config: a `TrainConfig`; its `lr_boundaries` and `lr_factors` are taken
+      as given (`validate` checks them).
+
+  Returns:
+    `{step: factor}` in increasing order of step, for
+    `optax.piecewise_constant_schedule`; `{}` when there are no boundaries.
+
+  Raises:
+    TypeError: `config` not a `TrainConfig`.
+
+  Example:
+    >>> from couae_jax import config as config_lib
+    >>> config_lib.boundary_steps(config_lib.TrainConfig(
+    ...     schedule="piecewise", steps=110,
+    ...     lr_boundaries=(30 / 55, 50 / 55), lr_factors=(0.5, 0.2)))
+    {60: 0.5, 100: 0.2}
+  """
+  _check_config(config)
+  steps: dict[int, float] = {}
+  for fraction, factor in zip(config.lr_boundaries, config.lr_factors):
+    step = math.floor(float(fraction) * config.steps + 0.5)
+    steps[step] = steps.get(step, 1.0) * float(factor)
+  return steps
+
+
 def _check_config(config, name: str = "config") -> None:
   _checks.instance(name, config, TrainConfig, "a TrainConfig")
 
@@ -358,11 +450,16 @@ def _check_field_types(config: TrainConfig, require) -> None:
   hints = typing.get_type_hints(TrainConfig)
   for field in dataclasses.fields(TrainConfig):
     value, hint = getattr(config, field.name), hints[field.name]
-    if typing.get_origin(hint) is tuple:
+    if typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is int:
       ok = isinstance(value, (tuple, list)) and all(
           isinstance(v, numbers.Integral) and not isinstance(v, bool)
           for v in value)
       expected = "a tuple of ints"
+    elif typing.get_origin(hint) is tuple:
+      ok = isinstance(value, (tuple, list)) and all(
+          isinstance(v, numbers.Real) and not isinstance(v, bool)
+          and math.isfinite(v) for v in value)
+      expected = "a tuple of finite numbers"
     elif hint is bool:
       ok, expected = isinstance(value, (bool, np.bool_)), "a bool"
     elif hint is int:
@@ -382,4 +479,4 @@ def optional(value: float) -> Optional[float]:
   return value or None
 
 
-__all__ = ["TrainConfig", "parse_overrides", "validate"]
+__all__ = ["TrainConfig", "boundary_steps", "parse_overrides", "validate"]

@@ -128,8 +128,9 @@ def coulomb_regularizer(
     num_prior_samples: prior samples per call (per device with `axis_name`).
     eps: the kernel's regulariser, see `couae_jax.kernels.coulomb`.
     scale: the kernel's unit length. None takes `sigma * sqrt(2 h)` with sigma
-      the prior's coordinate standard deviation (`priors.PRIOR_STD`, 1 for an
-      unknown prior).
+      the prior's coordinate standard deviation (`priors.coordinate_std`:
+      `priors.PRIOR_STD` times the factor of a `priors.scaled` prior, 1 for
+      an unknown prior).
     block_size: stream the Gram matrix in blocks of rows (see `mmd.mmd2`).
     axis_name: inside `shard_map`, the data axis: the estimate is over the
       global batch.
@@ -168,16 +169,19 @@ def coulomb_kernel(h: int, *, eps: float = kernels.DEFAULT_EPS,
     hyperparameters bound, for `mmd.mmd2` or `bounds.kernel_bound`.
 
   Example:
-    >>> from couae_jax import losses
+    >>> from couae_jax import losses, priors
     >>> kernel = losses.coulomb_kernel(3, eps=1e-2)
     >>> kernel.func.__name__, round(kernel.keywords["scale"], 3)
     ('coulomb', 2.449)
+    >>> wide = priors.scaled(priors.standard_normal, 2.0)  # N(0, 4 I)
+    >>> round(losses.coulomb_kernel(3, prior=wide).keywords["scale"], 3)
+    4.899
   """
   _checks.positive_int("h", h)
   if h < 2:
     raise ValueError(f"h must be >= 2 for the Coulomb kernel; got {h}.")
   if scale is None:
-    scale = priors_lib.PRIOR_STD.get(prior, 1.0) * math.sqrt(2.0 * h)
+    scale = priors_lib.coordinate_std(prior) * math.sqrt(2.0 * h)
   coulomb = kernels.coulomb if h >= 3 else kernels.coulomb_log
   return functools.partial(coulomb, eps=eps, scale=scale)
 
@@ -203,8 +207,9 @@ def wae_regularizer(
     codes: `[n, h]` encoder outputs.
     prior_samples, key, prior, num_prior_samples, block_size, axis_name: as in
       `coulomb_regularizer`.
-    sigma: the prior's coordinate standard deviation; None reads it from
-      `priors.PRIOR_STD` (1 for an unknown prior).
+    sigma: the prior's coordinate standard deviation; None reads it with
+      `priors.coordinate_std` (so a `priors.scaled` prior's factor counts; 1
+      for an unknown prior).
     scales: the multipliers s of the base constant `2 h sigma²`.
 
   Returns:
@@ -221,7 +226,7 @@ def wae_regularizer(
   samples = _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
                            axis_name)
   if sigma is None:
-    sigma = priors_lib.PRIOR_STD.get(prior, 1.0)
+    sigma = priors_lib.coordinate_std(prior)
   kernel = wae_kernel(codes.shape[-1], sigma=sigma, scales=scales)
   return mmd.mmd2(codes, samples, kernel, block_size=block_size,
                   axis_name=axis_name)

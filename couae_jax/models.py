@@ -6,9 +6,10 @@ Two families of `flax.linen` modules:
   output. With the defaults they are the paper's Grid networks, encoder
   2→128→128→h and decoder h→128→128→2.
 * `ConvEncoder` / `ConvDecoder`: the CelebA architecture of the WAE paper
-  (Tolstikhin et al. 2018, appendix), with 4×4 kernels, generalised to other
-  image sizes by choosing the number of stride-2 stages from the image size
-  (`conv_stages`).
+  (Tolstikhin et al. 2018, appendix), with k×k kernels (`kernel_size`,
+  default 4; WAE's are 5×5), generalised to other image sizes by choosing the
+  number of stride-2 stages from the image size (`conv_stages`). With SAME
+  padding the feature-map sizes do not depend on k.
 
 Every module takes `width`, a factor that scales all hidden widths and channel
 counts (the paper's width ablation uses 0.25, 0.5 and 1): a layer of nominal
@@ -56,7 +57,8 @@ MAX_DECODER_STAGES = 3
 #: Smallest spatial size the encoder's last feature map may have.
 MIN_FEATURE_SIZE = 2
 
-_KERNEL = (4, 4)
+#: The side of the conv nets' square kernels unless `kernel_size` is given.
+DEFAULT_KERNEL_SIZE = 4
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 
 Encoding = Union[jax.Array, tuple[jax.Array, jax.Array]]
@@ -90,6 +92,14 @@ def _as_shape(name: str, shape, *, allow_empty: bool = False) -> tuple:
     shape = tuple(shape)
   _check_shape(name, shape, allow_empty=allow_empty)
   return shape
+
+
+def _check_kernel_size(kernel_size) -> None:
+  if (isinstance(kernel_size, bool)
+      or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1):
+    raise ValueError(
+        f"kernel_size must be a positive int (the side of the square "
+        f"convolution kernels); got {kernel_size!r}.")
 
 
 def _check_flag(name: str, value) -> None:
@@ -388,7 +398,8 @@ class MLPDecoder(nn.Module):
 class ConvEncoder(nn.Module):
   """Convolutional encoder of the WAE CelebA architecture.
 
-  `conv_stages(image)` stride-2 4×4 convolutions with channels
+  `conv_stages(image)` stride-2 k×k convolutions (k = `kernel_size`, SAME
+  padding) with channels
   `ENCODER_CHANNELS[:stages]` (128, 256, 512, 1024) scaled by `width`, each
   followed by BatchNorm (momentum 0.9, epsilon 1e-5) and ReLU, then a flatten
   and a dense code layer. A
@@ -405,9 +416,11 @@ class ConvEncoder(nn.Module):
     axis_name: the data-parallel mesh axis over which BatchNorm averages its
       batch statistics in training (inside `shard_map`); None (default) for
       one device.
+    kernel_size: the side k of the square kernels, an int >= 1 (default
+      `DEFAULT_KERNEL_SIZE`, 4; WAE's CelebA encoder uses 5).
 
   Raises:
-    ValueError: latent_dim or width invalid (at construction).
+    ValueError: latent_dim, width or kernel_size invalid (at construction).
     TypeError: stochastic not a bool, dtype not floating, axis_name not a str.
 
   Example:
@@ -418,12 +431,17 @@ class ConvEncoder(nn.Module):
     >>> variables = jax.eval_shape(encoder.init, jax.random.key(0), x)
     >>> sorted(variables), variables["params"]["Conv_1"]["kernel"].shape
     (['batch_stats', 'params'], (4, 4, 8, 16))
+    >>> wae = models.ConvEncoder(latent_dim=4, width=1 / 16, kernel_size=5)
+    >>> jax.eval_shape(wae.init, jax.random.key(0), x)["params"]["Conv_1"][
+    ...     "kernel"].shape
+    (5, 5, 8, 16)
   """
   latent_dim: int
   width: float = 1.0
   stochastic: bool = False
   dtype: Optional[Any] = None
   axis_name: Optional[str] = None
+  kernel_size: int = DEFAULT_KERNEL_SIZE
 
   def __post_init__(self):
     _checks.positive_int("latent_dim", self.latent_dim)
@@ -431,6 +449,7 @@ class ConvEncoder(nn.Module):
     _check_flag("stochastic", self.stochastic)
     _check_dtype(self.dtype)
     _check_axis_name(self.axis_name)
+    _check_kernel_size(self.kernel_size)
     super().__post_init__()
 
   @nn.compact
@@ -459,8 +478,9 @@ class ConvEncoder(nn.Module):
     _check_flag("train", train)
     x = _check_batch("x", x, rank=4)
     stages = conv_stages(tuple(x.shape[1:]), name="x.shape[1:]")
+    kernel = (self.kernel_size, self.kernel_size)
     for channels in ENCODER_CHANNELS[:stages]:
-      x = nn.Conv(scale_width(channels, self.width), _KERNEL, strides=(2, 2),
+      x = nn.Conv(scale_width(channels, self.width), kernel, strides=(2, 2),
                   padding="SAME", use_bias=False, dtype=self.dtype)(x)
       x = _bn_relu(x, train, self.dtype, self.axis_name)
     x = x.reshape(x.shape[0], -1)
@@ -472,9 +492,10 @@ class ConvDecoder(nn.Module):
 
   With `u = min(conv_stages(out_shape), MAX_DECODER_STAGES)` upsampling
   stages: a dense layer to an `(H / 2^u) × (W / 2^u) × 1024·width` map and a
-  ReLU, then `u` stride-2 4×4 transposed convolutions halving the channels
-  (512, 256, 128 at width 1), each followed by BatchNorm and ReLU, then a
-  stride-1 4×4 transposed convolution to the output channels. For 64×64×3
+  ReLU, then `u` stride-2 k×k transposed convolutions (k = `kernel_size`,
+  SAME padding) halving the channels (512, 256, 128 at width 1), each
+  followed by BatchNorm and ReLU, then a stride-1 k×k transposed convolution
+  to the output channels. For 64×64×3
   this is WAE's decoder: 8×8×1024 → 16×16×512 → 32×32×256 → 64×64×128 →
   64×64×3; 28×28×1 goes 7×7×1024 → 14×14×512 → 28×28×256 → 28×28×1.
 
@@ -490,9 +511,11 @@ class ConvDecoder(nn.Module):
       it.
     axis_name: BatchNorm's data-parallel axis, as in `ConvEncoder` (default
       None).
+    kernel_size: the side k of the square kernels, an int >= 1 (default
+      `DEFAULT_KERNEL_SIZE`, 4; WAE's CelebA decoder uses 5).
 
   Raises:
-    ValueError: out_shape or width invalid (at construction).
+    ValueError: out_shape, width or kernel_size invalid (at construction).
     TypeError: dtype not floating, axis_name not a str.
 
   Example:
@@ -503,17 +526,23 @@ class ConvDecoder(nn.Module):
     >>> variables = jax.eval_shape(decoder.init, jax.random.key(0), z)
     >>> variables["params"]["Dense_0"]["kernel"].shape  # to a 2×2×64 map
     (4, 256)
+    >>> wae = models.ConvDecoder((8, 8, 1), width=1 / 16, kernel_size=5)
+    >>> jax.eval_shape(wae.init, jax.random.key(0), z)["params"]["output"][
+    ...     "kernel"].shape
+    (5, 5, 16, 1)
   """
   out_shape: tuple[int, int, int]
   width: float = 1.0
   dtype: Optional[Any] = None
   axis_name: Optional[str] = None
+  kernel_size: int = DEFAULT_KERNEL_SIZE
 
   def __post_init__(self):
     conv_stages(self.out_shape, name="out_shape")
     _check_width(self.width)
     _check_dtype(self.dtype)
     _check_axis_name(self.axis_name)
+    _check_kernel_size(self.kernel_size)
     super().__post_init__()
 
   @nn.compact
@@ -545,12 +574,13 @@ class ConvDecoder(nn.Module):
     features = scale_width(ENCODER_CHANNELS[-1], self.width)
     x = nn.Dense(rows * cols * features, dtype=self.dtype)(z)
     x = nn.relu(x.reshape(z.shape[0], rows, cols, features))
+    kernel = (self.kernel_size, self.kernel_size)
     for stage in range(1, stages + 1):
       x = nn.ConvTranspose(
-          scale_width(ENCODER_CHANNELS[-1] // 2**stage, self.width), _KERNEL,
+          scale_width(ENCODER_CHANNELS[-1] // 2**stage, self.width), kernel,
           strides=(2, 2), padding="SAME", use_bias=False, dtype=self.dtype)(x)
       x = _bn_relu(x, train, self.dtype, self.axis_name)
-    return nn.ConvTranspose(channels, _KERNEL, padding="SAME",
+    return nn.ConvTranspose(channels, kernel, padding="SAME",
                             dtype=self.dtype, name="output")(x)
 
 
@@ -739,7 +769,8 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
                      hidden: Sequence[int] = (128, 128),
                      stochastic: bool = False,
                      dtype: Optional[Any] = None,
-                     axis_name: Optional[str] = None) -> Autoencoder:
+                     axis_name: Optional[str] = None,
+                     kernel_size: int = DEFAULT_KERNEL_SIZE) -> Autoencoder:
   """Builds the encoder/decoder pair for data of shape `data_shape`.
 
   Args:
@@ -756,6 +787,9 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
     dtype: computation dtype of every layer; None (default) infers it.
     axis_name: the data-parallel mesh axis BatchNorm averages over in training
       (conv only; MLPs have no BatchNorm; default None).
+    kernel_size: the side of the conv nets' square kernels, an int >= 1
+      (default `DEFAULT_KERNEL_SIZE`, 4; WAE's CelebA nets use 5). Checked
+      for 'mlp' too, but unused.
 
   Returns:
     An unbound `Autoencoder`; call `init(key, x)` with a batch
@@ -763,7 +797,8 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
 
   Raises:
     ValueError: naming the first invalid of kind, data_shape (also an image
-      shape `conv_stages` rejects, for 'conv'), hidden, latent_dim, width.
+      shape `conv_stages` rejects, for 'conv'), hidden, kernel_size,
+      latent_dim, width.
     TypeError: kind not a str, stochastic not a bool, dtype not floating,
       axis_name not a str.
 
@@ -786,6 +821,7 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
     raise ValueError(f"kind must be 'mlp' or 'conv'; got {kind!r}.")
   data_shape = _as_shape("data_shape", data_shape)
   hidden = _as_shape("hidden", hidden, allow_empty=True)
+  _check_kernel_size(kernel_size)
   if kind == "mlp":
     return Autoencoder(
         MLPEncoder(latent_dim, hidden=hidden, width=width,
@@ -794,8 +830,9 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
   conv_stages(data_shape, name="data_shape")
   return Autoencoder(
       ConvEncoder(latent_dim, width=width, stochastic=stochastic,
-                  dtype=dtype, axis_name=axis_name),
-      ConvDecoder(data_shape, width=width, dtype=dtype, axis_name=axis_name))
+                  dtype=dtype, axis_name=axis_name, kernel_size=kernel_size),
+      ConvDecoder(data_shape, width=width, dtype=dtype, axis_name=axis_name,
+                  kernel_size=kernel_size))
 
 
 def _check_model(model, variables) -> None:
@@ -883,7 +920,8 @@ def decode(model: Autoencoder, variables: Any, z: jax.Array) -> jax.Array:
 
 
 __all__ = [
-    "ENCODER_CHANNELS", "LATENT_RNG", "MAX_DECODER_STAGES", "MIN_FEATURE_SIZE",
+    "DEFAULT_KERNEL_SIZE", "ENCODER_CHANNELS", "LATENT_RNG",
+    "MAX_DECODER_STAGES", "MIN_FEATURE_SIZE",
     "Autoencoder", "ConvDecoder", "ConvEncoder", "Encoding", "MLPDecoder",
     "MLPEncoder", "conv_stages", "decode", "encode", "make_autoencoder",
     "reparameterize", "scale_width",

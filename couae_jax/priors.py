@@ -2,10 +2,17 @@
 
 A prior is any function with this signature; the trainer and the losses take
 one as an argument, so a new prior is a new function, not a new code path.
+`scaled(prior, s)` multiplies a prior's samples by s (WAE's CelebA prior
+N(0, 2 I) is `scaled(standard_normal, 2 ** 0.5)`), and `coordinate_std` gives
+the coordinate standard deviation the MMD kernels' default scales use, for the
+built-in priors and scaled ones alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -126,9 +133,126 @@ def _check_draw(key, shape, dtype, shape_name: str):
 
 #: Root-mean-square coordinate of each prior, the sigma in the WAE kernel scale
 #: C = 2 h sigma² and in the Coulomb kernel's default length sigma * sqrt(2 h).
+#: Scaled priors: see `coordinate_std`.
 PRIOR_STD = {standard_normal: 1.0, uniform: 3.0 ** -0.5}
 
 PRIORS = {"normal": standard_normal, "uniform": uniform}
 
-__all__ = ["PRIORS", "PRIOR_STD", "Prior", "sample_shard", "standard_normal",
-           "uniform"]
+
+@dataclasses.dataclass(frozen=True)
+class ScaledPrior:
+  """The prior whose samples are `scale` times those of `prior`.
+
+  Made by `scaled`; a frozen dataclass, so hashable and equal to any other
+  with the same `prior` and `scale`. Called like any prior,
+  `scaled_prior(key, shape, dtype) = scale * prior(key, shape, dtype)`.
+
+  Attributes:
+    prior: the unscaled sampler, `prior(key, shape, dtype)`.
+    scale: the factor, a finite number > 0.
+
+  Raises:
+    TypeError: `prior` not callable.
+    ValueError: `scale` not a finite number > 0.
+
+  Example:
+    >>> import jax
+    >>> from couae_jax import priors
+    >>> p = priors.ScaledPrior(priors.uniform, 2.0)
+    >>> bool((abs(p(jax.random.key(0), (100, 3))) <= 2).all())
+    True
+  """
+  prior: Prior
+  scale: float
+
+  def __post_init__(self):
+    if not callable(self.prior):
+      raise TypeError(f"prior must be callable as prior(key, shape, dtype); "
+                      f"got {self.prior!r:.80}.")
+    _check_scale(self.scale)
+
+  def __call__(self, key: jax.Array, shape: Sequence[int],
+               dtype=jnp.float32) -> jax.Array:
+    """`shape` samples of `dtype`: `scale * prior(key, shape, dtype)`."""
+    samples = self.prior(key, shape, dtype)
+    return samples * jnp.asarray(self.scale, samples.dtype)
+
+
+def scaled(prior: Prior, scale: float) -> Prior:
+  """`prior` with its samples multiplied by `scale`.
+
+  The normal prior becomes N(0, scale² I); the uniform prior the cube
+  [-scale, scale]^h. `scale == 1` returns `prior` itself (the same function,
+  so nothing about an unscaled run changes); a `ScaledPrior` is scaled once,
+  by the product of the factors.
+
+  Args:
+    prior: a sampler `prior(key, shape, dtype)`, e.g. `standard_normal`.
+    scale: the factor, a finite number > 0.
+
+  Returns:
+    `prior` when `scale == 1`, else a `ScaledPrior`.
+
+  Raises:
+    TypeError: `prior` not callable.
+    ValueError: `scale` not a finite number > 0.
+
+  Example:
+    >>> import jax
+    >>> from couae_jax import priors
+    >>> priors.scaled(priors.standard_normal, 1.0) is priors.standard_normal
+    True
+    >>> wide = priors.scaled(priors.standard_normal, 2 ** 0.5)  # N(0, 2 I)
+    >>> z = wide(jax.random.key(0), (20000, 2))
+    >>> round(float(z.var()), 1), round(priors.coordinate_std(wide) ** 2, 6)
+    (2.0, 2.0)
+  """
+  if not callable(prior):
+    raise TypeError(f"prior must be callable as prior(key, shape, dtype); "
+                    f"got {prior!r:.80}.")
+  _check_scale(scale)
+  if scale == 1:
+    return prior
+  if isinstance(prior, ScaledPrior):
+    return scaled(prior.prior, prior.scale * float(scale))
+  return ScaledPrior(prior, float(scale))
+
+
+def coordinate_std(prior: Prior, default: float = 1.0) -> float:
+  """The root-mean-square coordinate sigma of a prior's samples.
+
+  `PRIOR_STD[prior]` for the built-in priors, `scale * coordinate_std(base)`
+  for a `ScaledPrior`, and `default` for a prior it does not know. It is the
+  sigma of the WAE kernel's bandwidth `C = 2 h sigma²` and of the Coulomb
+  kernel's default length `sigma * sqrt(2 h)` (`couae_jax.losses`).
+
+  Args:
+    prior: a sampler, e.g. `standard_normal` or `scaled(uniform, 2.0)`.
+    default: the sigma of an unknown prior (default 1).
+
+  Returns:
+    A float.
+
+  Example:
+    >>> from couae_jax import priors
+    >>> priors.coordinate_std(priors.standard_normal)
+    1.0
+    >>> priors.coordinate_std(priors.scaled(priors.uniform, 3.0))
+    1.7320508075688772
+  """
+  if isinstance(prior, ScaledPrior):
+    return prior.scale * coordinate_std(prior.prior, default)
+  try:
+    return PRIOR_STD.get(prior, default)
+  except TypeError:  # an unhashable callable
+    return default
+
+
+def _check_scale(scale) -> None:
+  if (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+      or not math.isfinite(scale) or scale <= 0):
+    raise ValueError(f"scale must be a finite number > 0; got {scale!r}.")
+
+
+__all__ = ["PRIORS", "PRIOR_STD", "Prior", "ScaledPrior", "coordinate_std",
+           "sample_shard", "scaled", "standard_normal", "uniform"]

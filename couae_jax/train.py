@@ -10,6 +10,9 @@ penalty)`:
 * VAE: the codes are reparameterised samples of the encoder's Gaussian, D is
   its mean KL to N(0, I) (`losses.gaussian_kl`).
 
+The MMD models' prior p_Z is `make_prior(config)`: `config.prior` scaled by
+`config.prior_scale`; a trained model generates from the same prior.
+
 `train_step(state, batch, key, ...) -> (state, metrics)` is pure and written
 for one device's shard of the batch: with `axis_name` set it is run under
 `jax.shard_map` over a `data` mesh axis spanning every device of every
@@ -89,8 +92,15 @@ def make_optimizer(config: config_lib.TrainConfig
 
   `optax.adam(lr, b1=config.b1, b2=config.b2)`, where lr is
   `config.learning_rate` (`schedule='constant'`, after a linear warm-up of
-  `config.warmup_steps` steps if any) or a warm-up then cosine decay to 0 at
-  `config.steps` (`schedule='cosine'`).
+  `config.warmup_steps` steps if any), a warm-up then cosine decay to 0 at
+  `config.steps` (`schedule='cosine'`), or piecewise constant
+  (`schedule='piecewise'`): `config.learning_rate` multiplied by
+  `config.lr_factors[i]` for every boundary i already reached, boundary i
+  being step `floor(config.lr_boundaries[i] * config.steps + 0.5)`
+  (`config.boundary_steps`). The update of step s (0-based: s updates done
+  before it) uses the factors of the boundaries <= s, as
+  `optax.piecewise_constant_schedule` counts. With a warm-up, the piecewise
+  rate is also multiplied by `min(1, s / config.warmup_steps)`.
 
   Args:
     config: the run's `TrainConfig`.
@@ -100,8 +110,10 @@ def make_optimizer(config: config_lib.TrainConfig
 
   Raises:
     TypeError: `config` not a `TrainConfig`.
-    ValueError: `config.schedule` not 'constant' or 'cosine', or a learning
-      rate, b1, b2 or warm-up out of range (as `config.validate` says).
+    ValueError: `config.schedule` not 'constant', 'cosine' or 'piecewise', a
+      learning rate, b1, b2 or warm-up out of range, or `lr_boundaries` /
+      `lr_factors` that do not fit the schedule (as `config.validate` says;
+      the message names the field).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -112,8 +124,50 @@ def make_optimizer(config: config_lib.TrainConfig
     >>> updates, _ = jax.jit(optimizer.update)(params, optimizer.init(params))
     >>> float(jnp.abs(updates["w"]).max())  # the first step's rate is 0
     0.0
+    >>> wae = config_lib.TrainConfig(   # WAE's CelebA: x0.5, then x0.2
+    ...     schedule="piecewise", steps=55, lr_boundaries=(30 / 55, 50 / 55),
+    ...     lr_factors=(0.5, 0.2))
+    >>> schedule = train.learning_rate_schedule(wae)
+    >>> [round(float(schedule(s)), 6) for s in (29, 30, 49, 50)]
+    [0.001, 0.0005, 0.0005, 0.0001]
+  """
+  return optax.adam(learning_rate_schedule(config), b1=config.b1,
+                    b2=config.b2)
+
+
+def learning_rate_schedule(config: config_lib.TrainConfig
+                           ) -> optax.ScalarOrSchedule:
+  """The learning rate `make_optimizer` gives Adam: a float or a schedule.
+
+  Args:
+    config: the run's `TrainConfig` (`schedule`, `learning_rate`,
+      `warmup_steps`, `steps`, `lr_boundaries`, `lr_factors`).
+
+  Returns:
+    `config.learning_rate` itself for a constant rate without warm-up, else an
+    `optax.Schedule`, `schedule(step) -> rate` (see `make_optimizer`).
+
+  Raises:
+    TypeError, ValueError: as `make_optimizer`.
+
+  Example:
+    >>> from couae_jax import config as config_lib, train
+    >>> train.learning_rate_schedule(config_lib.TrainConfig())
+    0.001
+    >>> schedule = train.learning_rate_schedule(config_lib.TrainConfig(
+    ...     schedule="piecewise", steps=10, lr_boundaries=(0.5,),
+    ...     lr_factors=(0.1,)))
+    >>> [round(float(schedule(s)), 6) for s in (4, 5)]
+    [0.001, 0.0001]
   """
   _optimizer_fields(config)
+  if config.schedule == "piecewise":
+    piecewise = optax.piecewise_constant_schedule(
+        config.learning_rate, config_lib.boundary_steps(config))
+    if not config.warmup_steps:
+      return piecewise
+    warmup = optax.linear_schedule(0.0, 1.0, config.warmup_steps)
+    return lambda count: piecewise(count) * warmup(count)
   if config.schedule == "cosine":
     learning_rate = optax.warmup_cosine_decay_schedule(
         0.0, config.learning_rate, config.warmup_steps, config.steps)
@@ -122,7 +176,7 @@ def make_optimizer(config: config_lib.TrainConfig
                                           config.warmup_steps)
   else:
     learning_rate = config.learning_rate
-  return optax.adam(learning_rate, b1=config.b1, b2=config.b2)
+  return learning_rate
 
 
 def global_mean(per_example: jax.Array, axis_name: Optional[str]) -> jax.Array:
@@ -175,17 +229,23 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
   samples and the penalty the mean KL to N(0, I). `key` is the step's key, the
   same on every device; `axis_name` the data axis or None.
 
+  The prior is `make_prior(config)`, and the kernels' default scales follow
+  its `config.prior_scale` (`priors.coordinate_std`): the Coulomb kernel's
+  length `sigma * sqrt(2 h)` (unless `config.kernel_scale` is set) and the
+  IMQ kernel's `C = 2 h sigma²`.
+
   Args:
-    config: the run's `TrainConfig` (`model`, `prior`, `eps`, `kernel_scale`,
-      `block_size`, `num_prior_samples`, `batch_size`).
+    config: the run's `TrainConfig` (`model`, `prior`, `prior_scale`, `eps`,
+      `kernel_scale`, `block_size`, `num_prior_samples`, `batch_size`).
 
   Returns:
     The regulariser, a pure function to call inside a step.
 
   Raises:
     TypeError: `config` not a `TrainConfig`.
-    ValueError: an unknown `config.model` or `config.prior`, or a count or
-      kernel hyperparameter out of range (as `config.validate` says).
+    ValueError: an unknown `config.model` or `config.prior`, a count or
+      kernel hyperparameter out of range, `config.prior_scale` not > 0, or
+      not 1 for a `vae` (as `config.validate` says).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -198,7 +258,7 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
     ((16, 3), (), True)
   """
   _regularizer_fields(config)
-  prior = priors_lib.PRIORS[config.prior]
+  prior = make_prior(config)
   block_size = config.block_size or None
   global_prior_samples = config.num_prior_samples or config.batch_size
 
@@ -239,14 +299,54 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
   return regularize
 
 
+def make_prior(config: config_lib.TrainConfig) -> priors_lib.Prior:
+  """The prior p_Z of the config: `config.prior` scaled by `config.prior_scale`.
+
+  `priors.PRIORS[config.prior]` itself when `config.prior_scale` is 1 (the
+  default), else `priors.scaled(...)`: the normal prior becomes
+  N(0, prior_scale² I), the uniform one the cube [-prior_scale,
+  prior_scale]^h. The regulariser draws from it in training and
+  `TrainedModel.sample` in generation.
+
+  Args:
+    config: a `TrainConfig` (`prior`, `prior_scale`).
+
+  Returns:
+    A sampler `prior(key, shape, dtype)`.
+
+  Raises:
+    TypeError: `config` not a `TrainConfig`.
+    ValueError: an unknown `config.prior`, or `config.prior_scale` not a
+      finite number > 0.
+
+  Example:
+    >>> import jax
+    >>> from couae_jax import config as config_lib, priors, train
+    >>> train.make_prior(config_lib.TrainConfig()) is priors.standard_normal
+    True
+    >>> wide = train.make_prior(config_lib.TrainConfig(prior_scale=2.0))
+    >>> z = wide(jax.random.key(0), (10000, 3))
+    >>> round(float(z.std()), 1), priors.coordinate_std(wide)
+    (2.0, 2.0)
+  """
+  config_lib._check_config(config)
+  if config.prior not in priors_lib.PRIORS:
+    raise ValueError(
+        f"config.prior must be one of {tuple(priors_lib.PRIORS)}; got "
+        f"{config.prior!r}.")
+  _check_prior_scale(config)
+  return priors_lib.scaled(priors_lib.PRIORS[config.prior],
+                           config.prior_scale)
+
+
 def build_model(config: config_lib.TrainConfig, data_shape,
                 *, axis_name: Optional[str] = None) -> models.Autoencoder:
   """The autoencoder the config asks for, for examples of `data_shape`.
 
   `config.architecture='auto'` takes `conv` for images (`data_shape` of rank
-  3) and `mlp` otherwise; `latent_dim`, `width` and `hidden` size it, and a
-  `vae` (or any model with `config.stochastic_encoder`) gets a Gaussian
-  encoder.
+  3) and `mlp` otherwise; `latent_dim`, `width` and `hidden` size it,
+  `conv_kernel_size` sets the conv nets' k×k kernels, and a `vae` (or any
+  model with `config.stochastic_encoder`) gets a Gaussian encoder.
 
   Args:
     config: the run's `TrainConfig`.
@@ -262,13 +362,18 @@ def build_model(config: config_lib.TrainConfig, data_shape,
   Raises:
     TypeError: `config` not a `TrainConfig`, `axis_name` not None or a str.
     ValueError: a bad `data_shape`, an unknown `config.architecture` or
-      `config.model`, or a size `models.make_autoencoder` rejects.
+      `config.model`, or a size `models.make_autoencoder` rejects (e.g.
+      `config.conv_kernel_size` < 1, named in the message).
 
   Example:
     >>> from couae_jax import config as config_lib, train
     >>> model = train.build_model(config_lib.TrainConfig(hidden=(8,)), (2,))
     >>> type(model).__name__, model.encoder.latent_dim, model.encoder.hidden
     ('Autoencoder', 3, (8,))
+    >>> conv = train.build_model(config_lib.TrainConfig(conv_kernel_size=5),
+    ...                          (64, 64, 3))
+    >>> conv.encoder.kernel_size, conv.decoder.kernel_size
+    (5, 5)
   """
   config_lib._check_config(config)
   data_shape = _checks.shape_tuple("data_shape", data_shape)
@@ -280,6 +385,12 @@ def build_model(config: config_lib.TrainConfig, data_shape,
   if config.model not in config_lib.MODELS:
     raise ValueError(f"config.model must be one of {config_lib.MODELS}; got "
                      f"{config.model!r}.")
+  kernel_size = config.conv_kernel_size
+  if (isinstance(kernel_size, bool)
+      or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1):
+    raise ValueError(
+        f"config.conv_kernel_size must be a positive int; got "
+        f"{kernel_size!r}.")
   architecture = config.architecture
   if architecture == "auto":
     architecture = "conv" if len(data_shape) == 3 else "mlp"
@@ -287,7 +398,7 @@ def build_model(config: config_lib.TrainConfig, data_shape,
       architecture, data_shape, config.latent_dim, width=config.width,
       hidden=config.hidden,
       stochastic=config.model == "vae" or config.stochastic_encoder,
-      axis_name=axis_name)
+      axis_name=axis_name, kernel_size=int(kernel_size))
 
 
 def init_state(model: nn.Module, optimizer: optax.GradientTransformation,
@@ -694,6 +805,27 @@ def _optimizer_fields(config) -> None:
       raise ValueError(f"config.{name} must lie in [0, 1); got {value!r}.")
   _checks.non_negative_int("config.warmup_steps", config.warmup_steps)
   _checks.positive_int("config.steps", config.steps)
+  for name in ("lr_boundaries", "lr_factors"):
+    value = getattr(config, name)
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool)
+        and np.isfinite(v) for v in value):
+      raise ValueError(
+          f"config.{name} must be a tuple of finite numbers; got {value!r}.")
+
+  def require(condition: bool, message: str) -> None:
+    if not condition:
+      raise ValueError(f"config.{message}")
+
+  config_lib._check_piecewise(config, require)
+
+
+def _check_prior_scale(config) -> None:
+  value = config.prior_scale
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+      or not np.isfinite(value) or value <= 0):
+    raise ValueError(
+        f"config.prior_scale must be a finite number > 0; got {value!r}.")
 
 
 def _regularizer_fields(config) -> None:
@@ -705,6 +837,11 @@ def _regularizer_fields(config) -> None:
     raise ValueError(
         f"config.prior must be one of {tuple(priors_lib.PRIORS)}; got "
         f"{config.prior!r}.")
+  _check_prior_scale(config)
+  if config.model == "vae" and config.prior_scale != 1:
+    raise ValueError(
+        f"config.prior_scale={config.prior_scale!r}: the VAE's KL is to "
+        f"N(0, I); set prior_scale=1 for model='vae'.")
   _checks.positive("config.eps", config.eps)
   _checks.non_negative("config.kernel_scale", config.kernel_scale)
   _checks.non_negative_int("config.block_size", config.block_size)
@@ -715,7 +852,7 @@ def _regularizer_fields(config) -> None:
 
 __all__ = [
     "DATA_AXIS", "TrainState", "build_model", "first_non_finite",
-    "global_mean", "init_state", "make_mesh", "make_optimizer",
-    "make_parallel_step", "make_regularizer", "replicated", "step_key",
-    "train_step",
+    "global_mean", "init_state", "learning_rate_schedule", "make_mesh",
+    "make_optimizer", "make_parallel_step", "make_prior", "make_regularizer",
+    "replicated", "step_key", "train_step",
 ]

@@ -44,6 +44,7 @@ from couae_jax import evaluation
 from couae_jax import loop
 from couae_jax import losses
 from couae_jax import priors as priors_lib
+from couae_jax import train as train_lib
 from experiments import _results
 
 PAPER = {"vae": (-4.4, 0.2), "wae": (-6.4, 1.1), "couae": (-4.3, 0.1)}
@@ -88,14 +89,14 @@ def test_points(count: int) -> np.ndarray:
 
 def regularizer_kernel(config: config_lib.TrainConfig):
   """The MMD kernel of the config's regulariser, or None (VAE: KL)."""
-  prior = priors_lib.PRIORS[config.prior]
+  prior = train_lib.make_prior(config)
   if config.model == "couae":
     return losses.coulomb_kernel(
         config.latent_dim, eps=config.eps,
         scale=config_lib.optional(config.kernel_scale), prior=prior)
   if config.model == "wae":
     return losses.wae_kernel(config.latent_dim,
-                             sigma=priors_lib.PRIOR_STD.get(prior, 1.0))
+                             sigma=priors_lib.coordinate_std(prior))
   return None
 
 

@@ -56,6 +56,29 @@ def test_grid_rejects_bad_overrides_before_training(tmp_path):
   assert not (tmp_path / "couae").exists()
 
 
+@pytest.mark.parametrize("model", ["couae", "wae"])
+def test_grid_bound_kernel_is_the_trained_kernel(model):
+  """The kernel behind the Grid's bound is the regulariser's, prior scale too."""
+  import jax
+  import numpy as np
+  from couae_jax import mmd, train
+
+  config = grid.model_config(model, seed=0, steps=1, overrides=[
+      "--config.prior=uniform", "--config.prior_scale=2",
+      "--config.stochastic_encoder=false"])
+  codes = jax.random.normal(jax.random.key(0), (config.batch_size,
+                                                config.latent_dim))
+  key = jax.random.key(1)
+  _, penalty = train.make_regularizer(config)(codes, key, None)
+  prior_samples = train.make_prior(config)(key, codes.shape)
+  expected = mmd.mmd2(codes, prior_samples, grid.regularizer_kernel(config))
+  np.testing.assert_allclose(penalty, expected, rtol=1e-5)
+  unscaled = grid.regularizer_kernel(grid.model_config(model, 0, 1, [
+      "--config.prior=uniform"]))
+  assert not np.isclose(
+      mmd.mmd2(codes, prior_samples, unscaled), expected, rtol=1e-3)
+
+
 def test_bench_mmd_smoke(tmp_path):
   out = tmp_path / "bench.json"
   bench_mmd.main(["--sizes", "64", "--dims", "8", "--kernels", "coulomb",

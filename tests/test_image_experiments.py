@@ -10,7 +10,11 @@ import json
 import numpy as np
 import pytest
 
+from couae_jax import checkpointing
+from couae_jax import config as config_lib
 from couae_jax import fid
+from couae_jax import priors
+from couae_jax import train as train_lib
 from experiments import celeba, digits
 
 
@@ -51,12 +55,43 @@ def test_celeba_end_to_end_with_random_weights(celeba_dir, tmp_path, capsys):
   assert r["seeds"] == [0] and r["steps"] == 2
   assert r["fid"]["mean"] > 0 and r["fid"]["std"] == 0.0
   assert r["config"]["data"] == "celeba" and r["config"]["latent_dim"] == 4
+  # WAE's CelebA settings, with no departures.
+  assert r["config"]["schedule"] == "piecewise"
+  assert r["config"]["lr_boundaries"] == [30 / 55, 50 / 55]
+  assert r["config"]["lr_factors"] == [0.5, 0.2]
+  assert r["config"]["prior_scale"] == 2.0 ** 0.5
+  assert r["config"]["conv_kernel_size"] == 5
   run = r["runs"][0]
   assert run["workdir"] == "couae/seed0" and run["fid"] == r["fid"]["mean"]
   assert (workdir / run["workdir"] / "checkpoints").is_dir()
   assert (workdir / run["workdir"] / "samples.png").is_file()
+  restored = checkpointing.restore(str(workdir / run["workdir"]))
+  assert restored.params["encoder"]["Conv_0"]["kernel"].shape == (5, 5, 3, 8)
+  assert restored.config.prior_scale == 2.0 ** 0.5
   out = capsys.readouterr().out
   assert "couae" in out and "not pytorch-fid's verified" in out
+
+
+@pytest.mark.parametrize("steps, drops", [
+    (111429, {60779: 0.5, 101299: 0.2}),  # 55 epochs of 202,599 images
+    (1100, {600: 0.5, 1000: 0.2}),        # a short run keeps the shape
+])
+def test_celeba_configs_are_wae_settings(steps, drops):
+  for name in celeba.MODELS:
+    config = celeba.model_config(name, "/data", 0, steps, [])
+    config_lib.validate(config)
+    assert (config.latent_dim, config.batch_size, config.learning_rate,
+            config.b1, config.b2) == (64, 100, 1e-3, 0.5, 0.999)
+    assert config.conv_kernel_size == 5
+    assert config_lib.boundary_steps(config) == drops
+    schedule = train_lib.learning_rate_schedule(config)
+    first, second = drops
+    assert [float(schedule(s)) for s in (first - 1, first, second - 1,
+                                         second)] == pytest.approx(
+        [1e-3, 5e-4, 5e-4, 1e-4])
+    # The VAE's KL is to N(0, I); the MMD models match N(0, 2 I).
+    variance = priors.coordinate_std(train_lib.make_prior(config)) ** 2
+    assert variance == pytest.approx(1.0 if name == "vae" else 2.0)
 
 
 def test_celeba_missing_weights_fails_before_training(celeba_dir, tmp_path):

@@ -127,6 +127,61 @@ def test_conv_channels_scale_with_width():
   assert channels(0.5) == [64, 128, 256, 512, 256, 128, 64]
 
 
+@pytest.mark.parametrize("stochastic", [False, True])
+@pytest.mark.parametrize("data_shape,width,enc_map,dec_map", [
+    ((64, 64, 3), 0.25, (4, 4, 256), (8, 8, 256)),  # CelebA
+    ((8, 8, 1), 1 / 16, (2, 2, 16), (2, 2, 64)),    # digits
+])
+def test_conv_kernel_size_5_keeps_the_shapes(data_shape, width, enc_map,
+                                             dec_map, stochastic):
+  """WAE's 5×5 kernels: SAME padding keeps every feature map's size, so only
+  the kernels' spatial shapes change."""
+  model = models.make_autoencoder("conv", data_shape, latent_dim=16,
+                                  width=width, stochastic=stochastic,
+                                  kernel_size=5)
+  assert model.encoder.kernel_size == model.decoder.kernel_size == 5
+  x = jnp.zeros((2, *data_shape))
+  variables = abstract_init(model, x)
+  encoding, x_hat = jax.eval_shape(model.apply, variables, x)
+  assert x_hat.shape == x.shape
+  codes = encoding[0] if stochastic else encoding
+  assert codes.shape == (2, 16)
+  head = variables["params"]["encoder"]["mean" if stochastic else "codes"]
+  assert head["kernel"].shape == (math.prod(enc_map), 16)
+  assert variables["params"]["decoder"]["Dense_0"]["kernel"].shape == (
+      16, math.prod(dec_map))
+  stages = models.conv_stages(data_shape)
+  for half, count in [("encoder", stages),
+                      ("decoder", min(stages, models.MAX_DECODER_STAGES) + 1)]:
+    convs = {name: shape for name, shape in kernel_shapes(variables,
+                                                          half).items()
+             if len(shape) == 4}
+    assert len(convs) == count, (half, convs)
+    assert all(shape[:2] == (5, 5) for shape in convs.values()), convs
+  # The default stays the 4×4 of before; the channels do not depend on k.
+  default = abstract_init(models.make_autoencoder(
+      "conv", data_shape, latent_dim=16, width=width, stochastic=stochastic),
+      x)
+  for half in ("encoder", "decoder"):
+    for name, shape in kernel_shapes(default, half).items():
+      other = kernel_shapes(variables, half)[name]
+      if len(shape) == 4:
+        assert shape[:2] == (4, 4) and shape[2:] == other[2:]
+      else:
+        assert shape == other
+
+
+def test_conv_kernel_size_5_runs_at_64x64():
+  model = models.make_autoencoder("conv", (64, 64, 3), latent_dim=8,
+                                  width=1 / 32, kernel_size=5)
+  x = jnp.asarray(np.random.default_rng(0).random((2, 64, 64, 3)),
+                  jnp.float32)
+  variables = random_variables(model, x)
+  codes, x_hat = model.apply(variables, x)
+  assert codes.shape == (2, 8) and x_hat.shape == (2, 64, 64, 3)
+  assert bool(jnp.isfinite(x_hat).all())
+
+
 def test_stochastic_encoder_and_reparameterization():
   model = models.make_autoencoder("mlp", (2,), latent_dim=3, width=0.25,
                                   stochastic=True)
@@ -257,6 +312,13 @@ def test_conv_stages_rejects_bad_arguments(call, error, match):
     (lambda: models.ConvEncoder(2, axis_name=0), TypeError, "axis_name"),
     (lambda: models.ConvDecoder((8, 8, 1), axis_name=("data",)), TypeError,
      "axis_name"),
+    (lambda: models.ConvEncoder(2, kernel_size=0), ValueError, "kernel_size"),
+    (lambda: models.ConvEncoder(2, kernel_size=4.0), ValueError,
+     "kernel_size"),
+    (lambda: models.ConvDecoder((8, 8, 1), kernel_size=-5), ValueError,
+     "kernel_size"),
+    (lambda: models.ConvDecoder((8, 8, 1), kernel_size=True), ValueError,
+     "kernel_size"),
     (lambda: models.Autoencoder(models.MLPEncoder(2), "decoder"), TypeError,
      "decoder"),
     (lambda: models.Autoencoder(None, models.MLPDecoder(2)), TypeError,
@@ -358,6 +420,10 @@ def test_modules_reject_bad_inputs_at_trace_time(call, error, match):
      TypeError, "dtype"),
     (lambda: models.make_autoencoder("conv", (8, 8, 1), 4, axis_name=1),
      TypeError, "axis_name"),
+    (lambda: models.make_autoencoder("conv", (8, 8, 1), 4, kernel_size=0),
+     ValueError, "kernel_size"),
+    (lambda: models.make_autoencoder("mlp", (2,), 4, kernel_size="5"),
+     ValueError, "kernel_size"),
 ])
 def test_make_autoencoder_rejects_bad_arguments(call, error, match):
   _raises(call, error, match)
