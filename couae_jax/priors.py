@@ -166,10 +166,7 @@ class ScaledPrior:
   scale: float
 
   def __post_init__(self):
-    if not callable(self.prior):
-      raise TypeError(f"prior must be callable as prior(key, shape, dtype); "
-                      f"got {self.prior!r:.80}.")
-    _check_scale(self.scale)
+    _check_scaling(self.prior, self.scale)
 
   def __call__(self, key: jax.Array, shape: Sequence[int],
                dtype=jnp.float32) -> jax.Array:
@@ -207,10 +204,7 @@ def scaled(prior: Prior, scale: float) -> Prior:
     >>> round(float(z.var()), 1), round(priors.coordinate_std(wide) ** 2, 6)
     (2.0, 2.0)
   """
-  if not callable(prior):
-    raise TypeError(f"prior must be callable as prior(key, shape, dtype); "
-                    f"got {prior!r:.80}.")
-  _check_scale(scale)
+  _check_scaling(prior, scale)
   if scale == 1:
     return prior
   if isinstance(prior, ScaledPrior):
@@ -248,7 +242,10 @@ def coordinate_std(prior: Prior, default: float = 1.0) -> float:
     return default
 
 
-def _check_scale(scale) -> None:
+def _check_scaling(prior, scale) -> None:
+  if not callable(prior):
+    raise TypeError(f"prior must be callable as prior(key, shape, dtype); "
+                    f"got {prior!r:.80}.")
   if (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
       or not math.isfinite(scale) or scale <= 0):
     raise ValueError(f"scale must be a finite number > 0; got {scale!r}.")
