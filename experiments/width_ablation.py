@@ -16,9 +16,9 @@ Writes DIR/results.json (per width: `test_ll_mean`, `test_ll_std`, `xi`,
 against width).
 
 Paper (ECAI 2020): ×0.25 −5.8 ± 0.4, ×0.5 −4.8 ± 0.4, ×1 −4.3 ± 0.1.
-Expected result of the defaults (dev-cpu, 2 cores, about 7 minutes): ×0.25
--6.80, ×0.5 -4.35, ×1 -4.54, ×2 -4.49, with ξ 4.0, 1.4, 1.6, 5.4; the seeds
-differ by up to 0.35 nats above ×0.5 (BUILD_NOTES.md, section 4b).
+Expected result of the defaults (dev-cpu, 2 cores, 7-14 minutes): ×0.25
+-4.75, ×0.5 -4.23, ×1 -4.21, ×2 -4.22, with ξ 1.65, 1.47, 1.68, 1.40
+(BUILD_NOTES.md, section 4b).
 """
 
 from __future__ import annotations
