@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
+from couae_jax import mmd, train
 from experiments import (bench_mmd, bench_train, bound_table, grid,
                          kernel_variance, width_ablation)
 
@@ -59,10 +62,6 @@ def test_grid_rejects_bad_overrides_before_training(tmp_path):
 @pytest.mark.parametrize("model", ["couae", "wae"])
 def test_grid_bound_kernel_is_the_trained_kernel(model):
   """The kernel behind the Grid's bound is the regulariser's, prior scale too."""
-  import jax
-  import numpy as np
-  from couae_jax import mmd, train
-
   config = grid.model_config(model, seed=0, steps=1, overrides=[
       "--config.prior=uniform", "--config.prior_scale=2",
       "--config.stochastic_encoder=false"])
