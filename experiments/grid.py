@@ -20,7 +20,7 @@ authors' protocol sizes (10k / 100k / 100k) and `--steps` as given (default
 20000).
 
 Paper (ECAI 2020, Table 1): VAE -4.4 ± 0.2, WAE -6.4 ± 1.1, CouAE -4.3 ± 0.1.
-Expected result of the defaults (dev-cpu, 2 cores, 5-8 minutes): CouAE
+Expected result of the defaults (dev-cpu, 2 cores, 3-8 minutes): CouAE
 -4.21 ± 0.00 (seeds -4.213, -4.214) with 25/25 modes, WAE -8.13, VAE -6.08
 (seeds -5.64, -6.53: still improving at 10k steps), beside the ceiling -3.775
 and the exact -3.749. `--full` gives CouAE -4.17 ± 0.01 over 5 seeds; it and
