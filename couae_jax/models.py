@@ -94,14 +94,6 @@ def _as_shape(name: str, shape, *, allow_empty: bool = False) -> tuple:
   return shape
 
 
-def _check_kernel_size(kernel_size) -> None:
-  if (isinstance(kernel_size, bool)
-      or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1):
-    raise ValueError(
-        f"kernel_size must be a positive int (the side of the square "
-        f"convolution kernels); got {kernel_size!r}.")
-
-
 def _check_flag(name: str, value) -> None:
   # A traced or array flag would fail later inside Flax with a concretization
   # error; these flags choose the program, so they must be Python bools.
@@ -449,7 +441,7 @@ class ConvEncoder(nn.Module):
     _check_flag("stochastic", self.stochastic)
     _check_dtype(self.dtype)
     _check_axis_name(self.axis_name)
-    _check_kernel_size(self.kernel_size)
+    _checks.positive_int("kernel_size", self.kernel_size)
     super().__post_init__()
 
   @nn.compact
@@ -542,7 +534,7 @@ class ConvDecoder(nn.Module):
     _check_width(self.width)
     _check_dtype(self.dtype)
     _check_axis_name(self.axis_name)
-    _check_kernel_size(self.kernel_size)
+    _checks.positive_int("kernel_size", self.kernel_size)
     super().__post_init__()
 
   @nn.compact
@@ -821,7 +813,7 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
     raise ValueError(f"kind must be 'mlp' or 'conv'; got {kind!r}.")
   data_shape = _as_shape("data_shape", data_shape)
   hidden = _as_shape("hidden", hidden, allow_empty=True)
-  _check_kernel_size(kernel_size)
+  _checks.positive_int("kernel_size", kernel_size)
   if kind == "mlp":
     return Autoencoder(
         MLPEncoder(latent_dim, hidden=hidden, width=width,

@@ -385,12 +385,7 @@ def build_model(config: config_lib.TrainConfig, data_shape,
   if config.model not in config_lib.MODELS:
     raise ValueError(f"config.model must be one of {config_lib.MODELS}; got "
                      f"{config.model!r}.")
-  kernel_size = config.conv_kernel_size
-  if (isinstance(kernel_size, bool)
-      or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1):
-    raise ValueError(
-        f"config.conv_kernel_size must be a positive int; got "
-        f"{kernel_size!r}.")
+  _checks.positive_int("config.conv_kernel_size", config.conv_kernel_size)
   architecture = config.architecture
   if architecture == "auto":
     architecture = "conv" if len(data_shape) == 3 else "mlp"
@@ -398,7 +393,7 @@ def build_model(config: config_lib.TrainConfig, data_shape,
       architecture, data_shape, config.latent_dim, width=config.width,
       hidden=config.hidden,
       stochastic=config.model == "vae" or config.stochastic_encoder,
-      axis_name=axis_name, kernel_size=int(kernel_size))
+      axis_name=axis_name, kernel_size=int(config.conv_kernel_size))
 
 
 def init_state(model: nn.Module, optimizer: optax.GradientTransformation,
