@@ -251,9 +251,9 @@ def kernel_bound(kernel: kernels_lib.Kernel, *, h: int,
   The bound needs `0 <= k <= K`. Adding a constant to the kernel changes
   neither the unbiased MMD estimate nor the population MMD (the three sums'
   weights add up to 0), so K is the width of the kernel's range,
-  `sup k - inf k`. For the Coulomb kernel `1 / ((d / scale)^(h-2) + eps)` that
-  is `1 / eps` (the infimum 0 is approached at infinite distance; scale does
-  not enter); for the Gaussian and IMQ kernels it is 1; a `multiscale` sum
+  `sup k - inf k`. For the Coulomb kernels, `1 / ((d / scale)^(h-2) + eps)`
+  and the sliced `1 / (d / scale + eps)`, that is `1 / eps` (the infimum 0 is
+  approached at infinite distance; scale does not enter); for the Gaussian and IMQ kernels it is 1; a `multiscale` sum
   adds its summands'. The 2-D `coulomb_log` kernel, `-log(d / scale)`
   regularised, is unbounded below, so no K exists for codes anywhere in R²:
   pass the `diameter` of the region the codes and prior samples lie in, and
@@ -280,6 +280,8 @@ def kernel_bound(kernel: kernels_lib.Kernel, *, h: int,
     >>> from couae_jax import bounds, kernels
     >>> bounds.kernel_bound(functools.partial(kernels.coulomb, eps=1e-2), h=3)
     100.0
+    >>> bounds.kernel_bound(kernels.sliced_coulomb, h=64)  # default eps 1e-2
+    100.0
     >>> bounds.kernel_bound(functools.partial(kernels.imq, scale=2.0), h=8)
     1.0
     >>> k_log = functools.partial(kernels.coulomb_log, eps=1e-2, scale=1.0)
@@ -293,8 +295,8 @@ def kernel_bound(kernel: kernels_lib.Kernel, *, h: int,
   if radial is None:
     raise TypeError(
         f"kernel_bound knows the range of couae_jax.kernels' kernels "
-        f"(coulomb, coulomb_log, gaussian, imq, multiscale) and partials of "
-        f"them; got {kernel!r}.")
+        f"(sliced_coulomb, coulomb, coulomb_log, gaussian, imq, multiscale) "
+        f"and partials of them; got {kernel!r}.")
   lower, upper = radial.bounds()
   if diameter is not None:
     _checks.positive("diameter", diameter)

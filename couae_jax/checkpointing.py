@@ -170,14 +170,15 @@ class Checkpointer:
 
     Fields in `RESUMABLE_CHANGES` may differ. A field the checkpoint does
     not hold (one added to `TrainConfig` after it was written) counts as
-    saved with its default, the value `restore` gives it. `config` must be a
+    saved with the value it was trained with (`_saved_config`), the value
+    `restore` gives it. `config` must be a
     `TrainConfig` (TypeError).
     """
     config_lib._check_config(config)
     step = self.latest_step()
     if step is None:
       return
-    saved = _DEFAULTS | read_meta(self.manager, step)["config"]
+    saved = _saved_config(read_meta(self.manager, step)["config"]).to_dict()
     current = config.to_dict()
     differing = sorted(
         name for name in set(saved) | set(current)
@@ -275,8 +276,16 @@ def _data_tree(position: dict[str, int]) -> dict[str, np.ndarray]:
   return {name: np.asarray(value, np.int64) for name, value in position.items()}
 
 
-#: Every field's default, for checkpoints written before a field existed.
-_DEFAULTS = config_lib.TrainConfig().to_dict()
+#: Fields added to `TrainConfig` after checkpoints were written without them,
+#: with the value such a checkpoint was trained with where it is not today's
+#: default: before `coulomb_kernel` existed, CouAE used the paper's kernel.
+_FIELDS_ADDED = {"coulomb_kernel": "coulomb"}
+
+
+def _saved_config(values: dict[str, Any]) -> config_lib.TrainConfig:
+  """The config a checkpoint's metadata `values` was trained with: fields it
+  lacks take their `_FIELDS_ADDED` value, or else their default."""
+  return config_lib.TrainConfig.from_dict(_FIELDS_ADDED | values)
 
 
 def _normalise(value: Any) -> Any:
@@ -604,7 +613,7 @@ def restore(workdir: str, step: Optional[int] = None) -> TrainedModel:
           f"no checkpoint of step {step} under {directory!r}; steps: "
           f"{sorted(steps)}.")
     meta = read_meta(manager, step)
-    config = config_lib.TrainConfig.from_dict(meta["config"])
+    config = _saved_config(meta["config"])
     scaling = (DataScaling.from_dict(meta["data_scaling"])
                if "data_scaling" in meta else None)
     data_shape = tuple(meta["data_shape"])

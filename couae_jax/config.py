@@ -20,6 +20,7 @@ import numpy as np
 
 from couae_jax import _checks
 from couae_jax import kernels
+from couae_jax import losses
 
 MODELS = ("couae", "wae", "vae")
 DATASETS = ("grid", "digits", "npz", "mnist", "celeba")
@@ -68,6 +69,10 @@ class TrainConfig:
       same scaled prior. The VAE's KL is to N(0, I) by definition: `vae`
       requires 1.
     eps: the Coulomb kernel's regulariser.
+    coulomb_kernel: CouAE's kernel for h >= 3: `sliced_coulomb` (positive
+      definite at every h; the paper's kernel at h = 3) or `coulomb`, the
+      paper's `1/(u^(h-2) + eps)`, not positive definite for h > 4 (see
+      `losses.coulomb_regularizer`).
     kernel_scale: the Coulomb kernel's unit length; 0 takes the prior's
       `sigma * sqrt(2 h)` (sigma the scaled prior's coordinate standard
       deviation).
@@ -139,6 +144,7 @@ class TrainConfig:
   prior: str = "normal"
   prior_scale: float = 1.0
   eps: float = kernels.DEFAULT_EPS
+  coulomb_kernel: str = "sliced_coulomb"
   kernel_scale: float = 0.0
   num_prior_samples: int = 0
   block_size: int = 128
@@ -360,6 +366,9 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.conv_kernel_size >= 1,
           f"conv_kernel_size={config.conv_kernel_size} must be >= 1.")
   require(config.eps > 0, f"eps={config.eps} must be > 0.")
+  require(config.coulomb_kernel in losses.COULOMB_KERNELS,
+          f"coulomb_kernel={config.coulomb_kernel!r}; choose one of "
+          f"{tuple(losses.COULOMB_KERNELS)}.")
   require(config.kernel_scale >= 0,
           f"kernel_scale={config.kernel_scale} must be > 0, or 0 for the "
           "default.")

@@ -109,13 +109,16 @@ def coulomb_regularizer(
     num_prior_samples: Optional[int] = None,
     eps: float = kernels.DEFAULT_EPS,
     scale: Optional[float] = None,
+    kernel: str = "sliced_coulomb",
     block_size: Optional[int] = None,
     axis_name: Optional[str] = None,
 ) -> jax.Array:
   """MMD² between codes and a prior under the Coulomb kernel (CouAE's term).
 
-  The kernel is the Green's function of the Laplacian in R^h: `kernels.coulomb`
-  for h >= 3 and the logarithmic `kernels.coulomb_log` for h = 2.
+  For h >= 3 the kernel is `kernels.sliced_coulomb` by default: the 3-D
+  Coulomb kernel averaged over every 3-D slice of R^h, positive definite and
+  characteristic at every h, and at h = 3 the paper's kernel itself. For
+  h = 2 it is the logarithmic `kernels.coulomb_log`.
 
   Args:
     codes: `[n, h]` deterministic encoder outputs, h >= 2.
@@ -126,11 +129,14 @@ def coulomb_regularizer(
       slice, so the result does not depend on the number of devices.
     prior: a function `prior(key, shape, dtype)`, see `couae_jax.priors`.
     num_prior_samples: prior samples per call (per device with `axis_name`).
-    eps: the kernel's regulariser, see `couae_jax.kernels.coulomb`.
+    eps: the kernel's regulariser, see `couae_jax.kernels.sliced_coulomb`.
     scale: the kernel's unit length. None takes `sigma * sqrt(2 h)` with sigma
       the prior's coordinate standard deviation (`priors.coordinate_std`:
       `priors.PRIOR_STD` times the factor of a `priors.scaled` prior, 1 for
       an unknown prior).
+    kernel: `"sliced_coulomb"` (the default) or `"coulomb"`, the paper's
+      `1/(u^(h-2) + eps)`, which is not positive definite for h > 4 and warns
+      there (`kernels.NotPositiveDefiniteWarning`). Ignored at h = 2.
     block_size: stream the Gram matrix in blocks of rows (see `mmd.mmd2`).
     axis_name: inside `shard_map`, the data axis: the estimate is over the
       global batch.
@@ -149,30 +155,42 @@ def coulomb_regularizer(
   codes = _checks.sample_set("codes", codes, min_points=1)
   samples = _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
                            axis_name)
-  kernel = coulomb_kernel(codes.shape[-1], eps=eps, scale=scale, prior=prior)
-  return mmd.mmd2(codes, samples, kernel, block_size=block_size,
+  return mmd.mmd2(codes, samples,
+                  coulomb_kernel(codes.shape[-1], eps=eps, scale=scale,
+                                 prior=prior, kernel=kernel),
+                  block_size=block_size,
                   axis_name=axis_name)
+
+
+#: The Coulomb kernels `coulomb_regularizer` takes by name (h >= 3).
+COULOMB_KERNELS = {"sliced_coulomb": kernels.sliced_coulomb,
+                   "coulomb": kernels.coulomb}
 
 
 def coulomb_kernel(h: int, *, eps: float = kernels.DEFAULT_EPS,
                    scale: Optional[float] = None,
-                   prior: priors_lib.Prior = priors_lib.standard_normal
-                   ) -> kernels.Kernel:
+                   prior: priors_lib.Prior = priors_lib.standard_normal,
+                   kernel: str = "sliced_coulomb") -> kernels.Kernel:
   """The kernel `coulomb_regularizer` uses for codes of size h.
 
   Args:
     h: the latent size, >= 2.
-    eps, scale, prior: as in `coulomb_regularizer`.
+    eps, scale, prior, kernel: as in `coulomb_regularizer`.
 
   Returns:
-    `kernels.coulomb` (h >= 3) or `kernels.coulomb_log` (h = 2) with its
-    hyperparameters bound, for `mmd.mmd2` or `bounds.kernel_bound`.
+    `kernels.sliced_coulomb` or `kernels.coulomb` (h >= 3, by `kernel`), or
+    `kernels.coulomb_log` (h = 2), with its hyperparameters bound, for
+    `mmd.mmd2` or `bounds.kernel_bound`.
+
+  Raises:
+    ValueError: h < 2, or a `kernel` name other than those of
+      `COULOMB_KERNELS`.
 
   Example:
     >>> from couae_jax import losses, priors
-    >>> kernel = losses.coulomb_kernel(3, eps=1e-2)
+    >>> kernel = losses.coulomb_kernel(64, eps=1e-2)
     >>> kernel.func.__name__, round(kernel.keywords["scale"], 3)
-    ('coulomb', 2.449)
+    ('sliced_coulomb', 11.314)
     >>> wide = priors.scaled(priors.standard_normal, 2.0)  # N(0, 4 I)
     >>> round(losses.coulomb_kernel(3, prior=wide).keywords["scale"], 3)
     4.899
@@ -180,10 +198,13 @@ def coulomb_kernel(h: int, *, eps: float = kernels.DEFAULT_EPS,
   _checks.positive_int("h", h)
   if h < 2:
     raise ValueError(f"h must be >= 2 for the Coulomb kernel; got {h}.")
+  if kernel not in COULOMB_KERNELS:
+    raise ValueError(
+        f"kernel must be one of {sorted(COULOMB_KERNELS)}; got {kernel!r}.")
   if scale is None:
     scale = priors_lib.coordinate_std(prior) * math.sqrt(2.0 * h)
-  coulomb = kernels.coulomb if h >= 3 else kernels.coulomb_log
-  return functools.partial(coulomb, eps=eps, scale=scale)
+  chosen = COULOMB_KERNELS[kernel] if h >= 3 else kernels.coulomb_log
+  return functools.partial(chosen, eps=eps, scale=scale)
 
 
 def wae_regularizer(
@@ -259,6 +280,6 @@ def wae_kernel(h: int, *, sigma: float = 1.0,
 
 
 __all__ = [
-    "WAE_SCALES", "coulomb_kernel", "coulomb_regularizer", "gaussian_kl",
+    "COULOMB_KERNELS", "WAE_SCALES", "coulomb_kernel", "coulomb_regularizer", "gaussian_kl",
     "squared_error", "wae_kernel", "wae_regularizer",
 ]

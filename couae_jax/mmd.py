@@ -361,7 +361,7 @@ def mmd2(x: jax.Array, y: jax.Array, kernel: Kernel, *,
     x: `[n, h]` codes, n >= 2.
     y: `[m, h]` prior samples, m >= 2.
     kernel: `kernel(a, b) -> k` on `[..., h]` arrays, e.g.
-      `functools.partial(kernels.coulomb, eps=1e-3)`. The kernels of
+      `functools.partial(kernels.sliced_coulomb, eps=1e-2)`. The kernels of
       `couae_jax.kernels` take a fast matrix-multiply path.
     block_size: None evaluates the `[n + m, n + m]` Gram matrix at once (any
       JAX transformation applies). An integer streams blocks of that many rows,
@@ -388,7 +388,7 @@ def mmd2(x: jax.Array, y: jax.Array, kernel: Kernel, *,
     >>> from couae_jax import kernels, mmd
     >>> x = jax.random.normal(jax.random.key(0), (256, 8))
     >>> y = jax.random.normal(jax.random.key(1), (256, 8)) + 1.0
-    >>> kernel = functools.partial(kernels.coulomb, eps=1e-3)
+    >>> kernel = functools.partial(kernels.sliced_coulomb, eps=1e-2)
     >>> bool(mmd.mmd2(x, y, kernel) > 0.1)
     True
     >>> bool(abs(mmd.mmd2(x, y, kernel) - mmd.mmd2(x, y, kernel, block_size=100))

@@ -717,7 +717,7 @@ def assert_mmd_properties(
 
   Args:
     estimator: `f(x: [n, h], y: [n, h]) -> []`, e.g.
-      `functools.partial(mmd.mmd2, kernel=kernels.coulomb)`.
+      `functools.partial(mmd.mmd2, kernel=kernels.sliced_coulomb)`.
     h: the latent size.
     n: points per sample.
     key: a JAX PRNG key; `jax.random.key(0)` if None.

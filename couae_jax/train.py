@@ -4,8 +4,8 @@ The objective is `REC + λ D(q_Z, p_Z)` for all three models; they differ only
 in their *regulariser*, a function `(encoding, key, axis_name) -> (codes,
 penalty)`:
 
-* CouAE: the codes are the encoder's output, D is `mmd2` under the Coulomb
-  kernel (`losses.coulomb_regularizer`);
+* CouAE: the codes are the encoder's output, D is `mmd2` under the sliced
+  Coulomb kernel (`losses.coulomb_regularizer`);
 * WAE: likewise with the multi-scale IMQ kernel (`losses.wae_regularizer`);
 * VAE: the codes are reparameterised samples of the encoder's Gaussian, D is
   its mean KL to N(0, I) (`losses.gaussian_kl`).
@@ -236,7 +236,8 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
 
   Args:
     config: the run's `TrainConfig` (`model`, `prior`, `prior_scale`, `eps`,
-      `kernel_scale`, `block_size`, `num_prior_samples`, `batch_size`).
+      `coulomb_kernel`, `kernel_scale`, `block_size`, `num_prior_samples`,
+      `batch_size`).
 
   Returns:
     The regulariser, a pure function to call inside a step.
@@ -285,6 +286,7 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
           codes, key=key, prior=prior,
           num_prior_samples=local_prior_samples(axis_name), eps=config.eps,
           scale=config_lib.optional(config.kernel_scale),
+          kernel=config.coulomb_kernel,
           block_size=block_size, axis_name=axis_name)
     return losses.wae_regularizer(
         codes, key=key, prior=prior,

@@ -25,7 +25,7 @@ def main(devices: int, steps: int) -> float:
   from couae_jax import kernels, mmd
 
   mesh = jax.make_mesh((jax.device_count(),), ("data",))
-  kernel = functools.partial(kernels.coulomb, eps=1e-2)
+  kernel = functools.partial(kernels.sliced_coulomb, eps=1e-2)
   optimizer = optax.adam(1e-2)
   # A linear "encoder" mapping 4-D data to 3-D codes that should look N(0, I).
   data = jax.random.normal(jax.random.key(0), (512, 4)) * 3.0 + 1.0

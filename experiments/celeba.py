@@ -28,7 +28,9 @@ schedule: the rate is halved after epoch 30 and multiplied by 0.2 after epoch
 50 (`schedule='piecewise'`, boundaries at 30/55 and 50/55 of the steps run, so
 a shorter `--epochs` or `--steps` keeps the same shape); the prior N(0, 2 I)
 (`prior_scale` = √2) for CouAE and WAE, whose kernels' scales follow it
-(IMQ base C = 2·h·σ² = 4h; the Coulomb length σ·√(2h) = 2√h); 5×5 kernels in
+(IMQ base C = 2·h·σ² = 4h; the sliced Coulomb kernel's length σ·√(2h) =
+2√h: at h = 64 the paper's kernel is not positive definite, BUILD_NOTES
+section 1b); 5×5 kernels in
 every convolution of the encoder and decoder (`conv_kernel_size=5`).
 WAE's λ = 100 multiplies the MMD against 0.05·‖x − x̂‖² on pixels in
 [-1, 1], which is 0.2·‖x − x̂‖² on our [0, 1] pixels: λ = 500 here, for WAE

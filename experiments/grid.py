@@ -97,7 +97,8 @@ def regularizer_kernel(config: config_lib.TrainConfig):
   if config.model == "couae":
     return losses.coulomb_kernel(
         config.latent_dim, eps=config.eps,
-        scale=config_lib.optional(config.kernel_scale), prior=prior)
+        scale=config_lib.optional(config.kernel_scale), prior=prior,
+        kernel=config.coulomb_kernel)
   if config.model == "wae":
     return losses.wae_kernel(config.latent_dim,
                              sigma=priors_lib.coordinate_std(prior))

@@ -50,7 +50,7 @@ per-initialisation fractions, and `runs`, one record per run) and
 DIR/trajectories.png (codes' paths in the first two coordinates for the
 Coulomb kernel and a Gaussian, same `one_side` start, Adam).
 
-Defaults: N = 32, h = 3 (5 for `coulomb_h5*`), 8 runs per initialisation and
+Defaults: N = 32, h = 3 (H for `*_hH`), 8 runs per initialisation and
 optimiser, 3000 steps, Adam lr 0.05 with b1 = 0.5, b2 = 0.9 (the authors'
 betas; with b2 = 0.999 Adam's memory of the huge gradients at the Coulomb
 kernel's cusp froze codes that were still being pulled, and runs ended
@@ -98,8 +98,13 @@ from experiments import _results
 INIT_KINDS = ("normal", "far", "clumped", "one_side")
 OPTIMIZERS = ("adam", "gd")
 DEFAULT_KERNELS = ("coulomb,coulomb_eps1e-1,coulomb_eps1e-4,coulomb_h5,"
-                   "coulomb_h5_eps1e-4,gaussian_0.2,gaussian_0.5,gaussian_1.0,"
-                   "gaussian_2.0,imq_0.5,imq_1.0,imq_2.0")
+                   "coulomb_h5_eps1e-4,coulomb_h8,sliced_h5,sliced_h8,"
+                   "gaussian_0.2,gaussian_0.5,gaussian_1.0,gaussian_2.0,"
+                   "imq_0.5,imq_1.0,imq_2.0")
+#: `coulomb` is the paper's kernel, `sliced` the sliced Coulomb kernel (the
+#: same kernel at h = 3).
+COULOMB_FAMILIES = {"coulomb": kernels.coulomb,
+                    "sliced": kernels.sliced_coulomb}
 ESTIMATORS = {"biased": mmd.mmd2_biased, "unbiased": mmd.mmd2}
 #: Fraction of the cheapest structural defect a run may lie above the best.
 DEFECT_FRACTION = 0.1
@@ -115,13 +120,13 @@ class KernelSpec(NamedTuple):
 
 
 def parse_kernel(name: str) -> KernelSpec:
-  """`coulomb[_epsE][_hH]`, `gaussian_S` or `imq_S` (S the bandwidth).
+  """`coulomb[_epsE][_hH]`, `sliced[_epsE][_hH]`, `gaussian_S` or `imq_S`.
 
-  The Coulomb kernel defaults to h = 3 and eps = kernels.DEFAULT_EPS, with the
+  S is the bandwidth. The Coulomb kernels default to h = 3 and eps = kernels.DEFAULT_EPS, with the
   library's unit length sqrt(2 h); Gaussian and IMQ kernels run in h = 3.
   """
   family, *options = name.split("_")
-  if family == "coulomb":
+  if family in COULOMB_FAMILIES:
     h, eps = 3, kernels.DEFAULT_EPS
     for option in options:
       if option.startswith("eps"):
@@ -130,16 +135,17 @@ def parse_kernel(name: str) -> KernelSpec:
         h = int(option[1:])
       else:
         raise ValueError(f"unknown Coulomb option {option!r} in {name!r}; "
-                         f"use coulomb_eps1e-3, coulomb_h5, ...")
-    return KernelSpec(name, h, functools.partial(kernels.coulomb, eps=eps),
-                      f"coulomb h={h} eps={eps:g} scale=sqrt(2h)")
+                         f"use {family}_eps1e-3, {family}_h5, ...")
+    kernel = COULOMB_FAMILIES[family]
+    return KernelSpec(name, h, functools.partial(kernel, eps=eps),
+                      f"{kernel.__name__} h={h} eps={eps:g} scale=sqrt(2h)")
   if family in ("gaussian", "imq") and len(options) == 1:
     scale = float(options[0])
     fn = kernels.gaussian if family == "gaussian" else kernels.imq
     return KernelSpec(name, 3, functools.partial(fn, scale=scale),
                       f"{family} h=3 scale={scale:g}")
   raise ValueError(f"unknown kernel {name!r}; use coulomb[_epsE][_hH], "
-                   f"gaussian_S or imq_S.")
+                   f"sliced[_epsE][_hH], gaussian_S or imq_S.")
 
 
 def initial_codes(key: jax.Array, kind: str, reps: int, n: int,

@@ -92,6 +92,23 @@ def coulomb_slope(t, *, h, eps, scale=None):
   return np.where((t > 0) & np.isfinite(q), slope, 0.0)
 
 
+def sliced_coulomb_profile(t, *, h, eps, scale=None):
+  """`1 / (sqrt(t) / scale + eps)` in float64."""
+  scale = default_scale(h) if scale is None else scale
+  return 1.0 / (np.sqrt(np.asarray(t, np.float64)) / scale + eps)
+
+
+def sliced_coulomb_slope(t, *, h, eps, scale=None):
+  """d k / d t of `sliced_coulomb_profile` (0 at t = 0, as the library
+  defines)."""
+  scale = default_scale(h) if scale is None else scale
+  t = np.asarray(t, np.float64)
+  r = np.sqrt(t)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    slope = -0.5 / (scale * r * (r / scale + eps) ** 2)
+  return np.where(t > 0, slope, 0.0)
+
+
 def coulomb_log_profile(t, *, eps, scale=2.0):
   return -0.5 * np.log(np.asarray(t, np.float64) / scale**2 + eps)
 
@@ -159,7 +176,8 @@ def random_rotation(h: int, seed: int) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # Kernel cases: the library kernel with its float64 profile and slope.
 
-RADIAL_NAMES = ("coulomb", "coulomb_eps", "gaussian", "imq", "multiscale_imq",
+RADIAL_NAMES = ("coulomb", "coulomb_eps", "sliced_coulomb",
+                "sliced_coulomb_eps", "gaussian", "imq", "multiscale_imq",
                 "multiscale_coulomb")
 
 
@@ -181,6 +199,20 @@ class KernelCase:
       self.kernel = functools.partial(kernels.coulomb, eps=eps, scale=scale)
       self.profile = lambda t: coulomb_profile(t, h=h, eps=eps, scale=scale)
       self.slope = lambda t: coulomb_slope(t, h=h, eps=eps, scale=scale)
+      self.at_zero = 1.0 / eps
+    elif name == "sliced_coulomb":
+      eps = kernels.DEFAULT_EPS
+      self.kernel = functools.partial(kernels.sliced_coulomb)
+      self.profile = lambda t: sliced_coulomb_profile(t, h=h, eps=eps)
+      self.slope = lambda t: sliced_coulomb_slope(t, h=h, eps=eps)
+      self.at_zero = 1.0 / eps
+    elif name == "sliced_coulomb_eps":
+      eps, scale = 0.05, 0.9 * default_scale(h)
+      self.kernel = functools.partial(kernels.sliced_coulomb, eps=eps,
+                                      scale=scale)
+      self.profile = lambda t: sliced_coulomb_profile(t, h=h, eps=eps,
+                                                      scale=scale)
+      self.slope = lambda t: sliced_coulomb_slope(t, h=h, eps=eps, scale=scale)
       self.at_zero = 1.0 / eps
     elif name == "coulomb_log":
       assert h == 2

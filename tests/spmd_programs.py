@@ -86,7 +86,9 @@ def mmd_equivalence() -> dict:
   sharded = NamedSharding(mesh, P("data"))
   generic = lambda a, b: jnp.exp(-jnp.sum(jnp.abs(a - b), -1))
   results = {}
-  for name, kernel in (("coulomb", kernels.coulomb), ("generic", generic)):
+  for name, kernel in (("coulomb", kernels.coulomb),
+                       ("sliced_coulomb", kernels.sliced_coulomb),
+                       ("generic", generic)):
     for block_size in (None, 5):
       reference = jax.value_and_grad(mmd.mmd2, (0, 1))(x, y, kernel)
 

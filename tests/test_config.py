@@ -220,3 +220,25 @@ def test_a_checkpoint_written_before_the_new_fields_resumes(tmp_path):
     saver.check_config(config.replace(prior_scale=2.0))
   saver.close()
   assert checkpointing.restore(str(tmp_path)).config == config
+
+
+def test_a_checkpoint_from_before_the_sliced_kernel_keeps_the_papers(
+    tmp_path):
+  """A CouAE checkpoint without `coulomb_kernel` was trained with the
+  paper's kernel: it restores with it and refuses to resume under the new
+  default, which would change its objective mid-run."""
+  config = config_lib.TrainConfig(hidden=(8,), coulomb_kernel="coulomb")
+  state = train_lib.init_state(train_lib.build_model(config, (2,)),
+                               train_lib.make_optimizer(config),
+                               np.zeros((1, 2), np.float32), seed=0)
+  saver = checkpointing.Checkpointer(str(tmp_path), config, (2,))
+  del saver._meta["config"]["coulomb_kernel"]
+  saver.save(1, state, {"epoch": 0, "position": 1}, {"loss": 1.0})
+  saver.wait_until_finished()
+  saver.check_config(config)
+  with pytest.raises(checkpointing.ConfigMismatchError,
+                     match="coulomb_kernel: saved 'coulomb', now "
+                           "'sliced_coulomb'"):
+    saver.check_config(config.replace(coulomb_kernel="sliced_coulomb"))
+  saver.close()
+  assert checkpointing.restore(str(tmp_path)).config == config

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from couae_jax import kernels
 from experiments import local_minima
 
 
@@ -37,6 +38,8 @@ def test_parse_kernel_names():
   spec = local_minima.parse_kernel("coulomb_h5_eps1e-4")
   assert spec.h == 5 and spec.kernel.keywords == {"eps": 1e-4}
   assert local_minima.parse_kernel("imq_2.0").kernel.keywords == {"scale": 2.0}
+  sliced = local_minima.parse_kernel("sliced_h8")
+  assert sliced.h == 8 and sliced.kernel.func is kernels.sliced_coulomb
   with pytest.raises(ValueError, match="unknown kernel"):
     local_minima.parse_kernel("laplace_1.0")
 

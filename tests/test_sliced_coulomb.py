@@ -1,0 +1,198 @@
+"""The sliced Coulomb kernel: a divergence at every latent size (issue #10).
+
+The properties a Coulomb regulariser needs at the latent sizes images use,
+checked at those sizes: h up to 256, n = m = 512, float32, the defaults of
+`losses.coulomb_regularizer`. References are float64 NumPy.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from couae_jax import config as config_lib
+from couae_jax import kernels, losses, mmd, testing
+
+from conftest import random_rotation, sliced_coulomb_profile, sq_dists
+
+PROPERTY_HS = (3, 4, 8, 16, 32, 64, 128, 256)
+POINTS = 512
+NULL_DRAWS = 16
+#: Each wrong configuration must score this many null standard deviations
+#: above an independent sample of the prior.
+SEPARATION = 10.0
+
+
+def _alternatives(key: jax.Array, h: int) -> dict[str, jax.Array]:
+  """Codes that do not match N(0, I_h), `[POINTS, h]` each."""
+  jitter, one, basis, coords, wide = jax.random.split(key, 5)
+  tiny = 1e-3 * jax.random.normal(jitter, (POINTS, h))
+  subspace, _ = jnp.linalg.qr(jax.random.normal(basis, (h, max(1, h // 2))))
+  matched = jax.random.normal(wide, (POINTS, h))
+  return {
+      "collapsed_on_mean": tiny,
+      "collapsed_on_a_prior_sample": jax.random.normal(one, (1, h)) + tiny,
+      "on_a_half_dimensional_subspace":
+          jax.random.normal(coords, (POINTS, subspace.shape[1])) @ subspace.T,
+      "scaled_by_0.5": 0.5 * matched,
+      "scaled_by_2": 2.0 * matched,
+  }
+
+
+@functools.lru_cache(maxsize=None)
+def _regularizer_and_grad():
+  """The default regulariser against given prior samples, with its gradient
+  in the codes; one compilation per h."""
+  def value(codes, prior_samples):
+    return losses.coulomb_regularizer(codes, prior_samples)
+  return jax.jit(value), jax.jit(jax.value_and_grad(value))
+
+
+@pytest.mark.parametrize("h", PROPERTY_HS)
+def test_wrong_codes_score_far_above_a_prior_sample(h):
+  value, value_and_grad = _regularizer_and_grad()
+  key = jax.random.key(h)
+  null_key, prior_key, alt_key = jax.random.split(key, 3)
+  draws = jax.random.normal(null_key, (NULL_DRAWS, 2, POINTS, h))
+  nulls = np.array([float(value(a, b)) for a, b in draws])
+  null_std = nulls.std(ddof=1)
+  assert null_std > 0
+  prior = jax.random.normal(prior_key, (POINTS, h))
+  for name, codes in _alternatives(alt_key, h).items():
+    score, grad = value_and_grad(codes, prior)
+    separation = (float(score) - nulls.mean()) / null_std
+    assert separation >= SEPARATION, (name, h, float(score), null_std)
+    assert bool(jnp.all(jnp.isfinite(grad))), (name, h)
+    assert float(jnp.max(jnp.abs(grad))) > 0, (name, h)
+
+
+@pytest.mark.parametrize("h", (16, 64))
+def test_the_papers_kernel_lets_collapse_win_there(h):
+  """Why `coulomb` warns above h = 4: collapse onto the mean scores below an
+  independent prior sample, and the V-statistic goes negative."""
+  kernel = losses.coulomb_kernel(h, kernel="coulomb")
+  codes = _alternatives(jax.random.key(0), h)["collapsed_on_mean"]
+  prior = jax.random.normal(jax.random.key(1), (POINTS, h))
+  assert float(mmd.mmd2(codes, prior, kernel)) < 0
+  assert float(mmd.mmd2_biased(codes, prior, kernel)) < 0
+  sliced = losses.coulomb_kernel(h)
+  assert float(mmd.mmd2_biased(codes, prior, sliced)) > 0
+
+
+@pytest.mark.parametrize("h", (8, 64, 256))
+@pytest.mark.parametrize("layout", ("spread", "clustered"))
+def test_gram_matrices_are_positive_semidefinite(np_rng, h, layout):
+  """Float64 Gram matrices of the kernel's closed form, on spread points and
+  on tight clusters (where a kernel that is not positive definite shows
+  it first)."""
+  if layout == "spread":
+    points = np_rng.normal(size=(300, h))
+  else:
+    centres = np_rng.normal(size=(10, h))
+    points = (centres[:, None, :]
+              + 0.05 * np_rng.normal(size=(10, 30, h))).reshape(300, h)
+  gram = sliced_coulomb_profile(sq_dists(points, points), h=h,
+                                eps=kernels.DEFAULT_EPS)
+  smallest = np.linalg.eigvalsh(gram)[0]
+  assert smallest > -1e-9 * np.abs(gram).max(), smallest
+
+
+def test_the_papers_kernel_has_a_negative_eigenvalue_above_h_4(np_rng):
+  """The same check on `coulomb` at h = 16 fails: it is not positive
+  definite there."""
+  h = 16
+  points = np.concatenate([np.zeros((1, h)), np_rng.normal(size=(299, h))])
+  # The library's own kernel on the float64 points, as the reference check.
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", kernels.NotPositiveDefiniteWarning)
+    gram = np.asarray(kernels.coulomb(points[:, None, :], points[None, :, :]),
+                      np.float64)
+  assert np.linalg.eigvalsh(gram)[0] < -1.0
+
+
+@pytest.mark.parametrize("h", (4, 8, 64))
+def test_slice_average_of_3d_coulomb_is_the_riesz_kernel(h):
+  """`E_P 1/‖P w‖ = c_h / ‖w‖` over uniformly random 3-D slices P, the
+  identity `sliced_coulomb` rests on (Monte Carlo, float64)."""
+  rng = np.random.default_rng(h)
+  w = rng.normal(size=h)
+  frames = np.linalg.qr(rng.normal(size=(200_000, h, 3)))[0]  # [S, h, 3]
+  average = np.mean(1.0 / np.linalg.norm(np.einsum("shk,h->sk", frames, w),
+                                         axis=-1))
+  c_h = math.exp(math.lgamma(h / 2) - math.lgamma((h - 1) / 2)
+                 - math.lgamma(1.5))
+  np.testing.assert_allclose(average * np.linalg.norm(w), c_h, rtol=0.02)
+
+
+def test_at_h_3_it_is_the_papers_kernel_bit_for_bit():
+  """So the Grid (h = 3) trains exactly as before with the new default."""
+  x = jax.random.normal(jax.random.key(0), (64, 3))
+  y = jax.random.uniform(jax.random.key(1), (80, 3), minval=-1.0)
+  for block_size in (None, 16):
+    def value_and_grad(kernel):
+      return jax.jit(jax.value_and_grad(
+          lambda a, b: losses.coulomb_regularizer(
+              a, b, kernel=kernel, block_size=block_size), (0, 1)))(x, y)
+    sliced, paper = value_and_grad("sliced_coulomb"), value_and_grad("coulomb")
+    for a, b in zip(jax.tree.leaves(sliced), jax.tree.leaves(paper)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("h", (3, 8, 64, 256))
+def test_passes_the_property_kit(h):
+  testing.assert_kernel_properties(kernels.sliced_coulomb, h=h)
+  testing.assert_mmd_properties(
+      functools.partial(mmd.mmd2, kernel=kernels.sliced_coulomb), h=h,
+      blocked=functools.partial(mmd.mmd2, kernel=kernels.sliced_coulomb,
+                                block_size=5))
+
+
+def test_is_rotation_invariant_at_h_64(np_rng):
+  x, y = np_rng.normal(size=(2, 40, 64)).astype(np.float32)
+  rotation = random_rotation(64, 0).astype(np.float32)
+  value = mmd.mmd2(x, y, kernels.sliced_coulomb)
+  rotated = mmd.mmd2(x @ rotation, y @ rotation, kernels.sliced_coulomb)
+  np.testing.assert_allclose(float(rotated), float(value), rtol=1e-4,
+                             atol=1e-6)
+
+
+def test_claims_positive_definiteness_at_every_h():
+  for h in (3, 5, 64, 1024):
+    assert kernels.radial_form(kernels.sliced_coulomb, h).positive_definite()
+  assert kernels.radial_form(kernels.coulomb, 4).positive_definite()
+  assert not kernels.radial_form(kernels.coulomb, 5).positive_definite()
+
+
+def test_the_papers_kernel_warns_above_h_4_and_the_default_does_not():
+  codes = jax.random.normal(jax.random.key(0), (16, 8))
+  with pytest.warns(kernels.NotPositiveDefiniteWarning, match="h <= 4"):
+    kernels.coulomb(codes, codes)
+  with pytest.warns(kernels.NotPositiveDefiniteWarning, match="sliced_coulomb"):
+    losses.coulomb_regularizer(codes, key=jax.random.key(1), kernel="coulomb")
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", kernels.NotPositiveDefiniteWarning)
+    kernels.coulomb(codes[:, :4], codes[:, :4])
+    losses.coulomb_regularizer(codes, key=jax.random.key(1))
+
+
+def test_bad_kernel_names_and_sizes_raise():
+  codes = jnp.zeros((8, 5))
+  with pytest.raises(ValueError, match="kernel must be one of"):
+    losses.coulomb_regularizer(codes, key=jax.random.key(0), kernel="riesz")
+  with pytest.raises(ValueError, match="coulomb_kernel='riesz'"):
+    config_lib.validate(config_lib.TrainConfig(coulomb_kernel="riesz"))
+  with pytest.raises(ValueError, match=r"h = x.shape\[-1\] >= 3; got h=2"):
+    kernels.sliced_coulomb(jnp.zeros((4, 2)), jnp.zeros((4, 2)))
+  with pytest.raises(ValueError, match="eps"):
+    kernels.sliced_coulomb(codes, codes, eps=0.0)
+
+
+def test_h_2_still_takes_the_logarithmic_kernel():
+  assert losses.coulomb_kernel(2).func is kernels.coulomb_log
+  assert losses.coulomb_kernel(2, kernel="coulomb").func is kernels.coulomb_log
