@@ -105,7 +105,7 @@ def make_kernel(name: str, h: int) -> kernels.Kernel:
   """The benchmark's kernels, all at length scale sqrt(2h)."""
   scale = math.sqrt(2.0 * h)
   return {
-      "coulomb": kernels.coulomb,  # eps=1e-3, scale=sqrt(2h) by default
+      "coulomb": kernels.coulomb,  # eps=DEFAULT_EPS, scale=sqrt(2h) by default
       "gaussian": functools.partial(kernels.gaussian, scale=scale),
       "imq": functools.partial(kernels.imq, scale=scale),
   }[name]
