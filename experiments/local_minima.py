@@ -75,6 +75,10 @@ Adam. Plain gradient descent at one step size fails for every Coulomb kernel:
 the cusp's pull, 1/(scale eps²) per pair, is 10^4 to 10^8 times the far
 field, so a step small enough for the core (h = 3: about scale² eps³)
 cannot move distant codes. With `--estimator unbiased` codes escape to 60-100 units.
+The sliced Coulomb kernel (`sliced_h5`, `sliced_h8`; at h = 3 it is `coulomb`)
+reaches the global minimum in every Adam run at h = 5 and 8, where the paper's
+kernel (`coulomb_h5`, `coulomb_h8`) leaves codes at rest away from the prior
+points (BUILD_NOTES.md, section 1b).
 """
 
 from __future__ import annotations
