@@ -14,7 +14,7 @@ the null (an independent pair of prior samples, `--null-draws` pairs) above
 the null mean, with the gradient's largest entry. A divergence scores every one
 of them far above 0; `tests/test_sliced_coulomb.py` requires >= 10 of the
 default kernel. Expected result (BUILD_NOTES.md, section 1b): the sliced
-kernel scores >= 56 everywhere; the paper's kernel scores below the null for
+kernel scores >= 69 everywhere; the paper's kernel scores below the null for
 collapsed codes at h >= 16.
 """
 

@@ -2,17 +2,19 @@
 
 Command:
   python -m experiments.latent_match --workdir runs/latent_match
-      [--dims 8,20,64] [--seeds 0,1,2] [--steps 2000]
+      [--dims 8,20,64] [--seeds 0,1,2] [--steps 2000] [--lam 10]
       [--regularizers sliced_coulomb,coulomb,mc_slices,wae]
+      [--settings flax_example,trainer_mlp]
 
 Two autoencoders on scikit-learn's 1,797 8×8 digits, each with every
 regulariser, at h = 8 (WAE's MNIST size), 20 and 64 (CelebA's):
 
 * `flax_example`: the plain Flax MLP of `examples/flax_autoencoder_coulomb.py`
-  (its own `train`: Adam 1e-3, batch 256, λ = 10), which is how a user brings
+  (its own `train`: Adam 1e-3, batch 256, λ = `--lam`), which is how a user brings
   our losses into their own code;
 * `trainer_mlp`: the trainer's MLP (`couae_jax.loop.fit_seeds`, hidden 128,
-  batch 256, λ = 10, the trainer's Adam betas 0.5/0.9), seeds trained together.
+  batch 256, λ = `--lam`, the trainer's Adam betas 0.5/0.9), seeds trained
+  together.
 
 The regularisers: `sliced_coulomb` (the default of `losses.coulomb_regularizer`),
 `coulomb` (the paper's `1/(u^(h-2) + eps)`), `mc_slices` (the Monte-Carlo
@@ -53,7 +55,7 @@ REGULARIZERS = ("sliced_coulomb", "coulomb", "mc_slices", "wae")
 MC_SLICES = 16
 EXAMPLE = (pathlib.Path(__file__).resolve().parent.parent / "examples"
            / "flax_autoencoder_coulomb.py")
-SHARED = dict(lam=10.0, batch_size=256, learning_rate=1e-3)
+SHARED = dict(batch_size=256, learning_rate=1e-3)
 #: A run has collapsed when its mean code std falls below this, escaped when
 #: its mean code norm exceeds the prior's by this factor.
 COLLAPSE_STD, ESCAPE_FACTOR = 0.5, 1.5
@@ -108,7 +110,7 @@ def code_statistics(codes: np.ndarray, rec: float, seed: int) -> dict:
           "escaped": bool(norm > ESCAPE_FACTOR * prior_norm)}
 
 
-def run_flax_example(name: str, h: int, seeds, steps: int,
+def run_flax_example(name: str, h: int, seeds, steps: int, lam: float,
                      images: np.ndarray) -> list[dict]:
   example = _flax_example()
   images = jnp.asarray(images.reshape(len(images), -1), jnp.float32)
@@ -116,21 +118,21 @@ def run_flax_example(name: str, h: int, seeds, steps: int,
   for seed in seeds:
     codes, reconstruction = example.train(
         images, example_regularizer(name), latent_dim=h, steps=steps,
-        batch_size=SHARED["batch_size"], lam=SHARED["lam"], seed=seed,
+        batch_size=SHARED["batch_size"], lam=lam, seed=seed,
         log=lambda _: None)
     rec = float(jnp.mean(losses.squared_error(reconstruction, images)))
     runs.append(code_statistics(codes, rec, seed))
   return runs
 
 
-def run_trainer(name: str, h: int, seeds, steps: int, images: np.ndarray,
-                workdir: str) -> list[dict]:
+def run_trainer(name: str, h: int, seeds, steps: int, lam: float,
+                images: np.ndarray, workdir: str) -> list[dict]:
   model = "wae" if name == "wae" else "couae"
   extra = {} if model == "wae" else {"coulomb_kernel": name}
   config = config_lib.TrainConfig(
       data="digits", model=model, architecture="mlp", hidden=(128,),
-      latent_dim=h, steps=steps, log_every=steps, checkpoint_every=steps,
-      steps_per_call=100, **SHARED, **extra)
+      latent_dim=h, steps=steps, lam=lam, log_every=steps,
+      checkpoint_every=steps, steps_per_call=100, **SHARED, **extra)
   trained = loop.fit_seeds(config, list(seeds),
                            os.path.join(workdir, f"trainer_{name}_h{h}"),
                            progress=False)
@@ -172,6 +174,7 @@ def main(argv: Optional[list[str]] = None) -> None:
   parser.add_argument("--dims", default="8,20,64")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--steps", type=int, default=2000)
+  parser.add_argument("--lam", type=float, default=10.0)
   parser.add_argument("--regularizers", default=",".join(REGULARIZERS))
   parser.add_argument("--settings", default="flax_example,trainer_mlp")
   args = parser.parse_args(argv)
@@ -188,7 +191,8 @@ def main(argv: Optional[list[str]] = None) -> None:
   os.makedirs(args.workdir, exist_ok=True)
   images = data_lib.load_digits()[0]
   start = time.perf_counter()
-  results = {"steps": args.steps, "seeds": seeds, "settings": {}}
+  results = {"steps": args.steps, "lam": args.lam, "seeds": seeds,
+             "settings": {}}
   for setting in settings:
     by_h = results["settings"].setdefault(setting, {})
     for h in dims:
@@ -196,9 +200,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         if setting == "trainer_mlp" and name == "mc_slices":
           continue
         began = time.perf_counter()
-        runs = (run_flax_example(name, h, seeds, args.steps, images)
+        runs = (run_flax_example(name, h, seeds, args.steps, args.lam, images)
                 if setting == "flax_example" else
-                run_trainer(name, h, seeds, args.steps, images, args.workdir))
+                run_trainer(name, h, seeds, args.steps, args.lam, images,
+                            args.workdir))
         row = summarise(runs) | {"seconds": time.perf_counter() - began}
         by_h.setdefault(str(h), {})[name] = row
         print(f"{setting} h={h} {name}: energy {row['energy']:.4f}, std "

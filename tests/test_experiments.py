@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from couae_jax import mmd, train
-from experiments import (bench_mmd, bench_train, bound_table, grid,
-                         kernel_variance, width_ablation)
+from experiments import (bench_mmd, bench_regularizers, bench_train,
+                         bound_table, divergence_table, grid, kernel_variance,
+                         latent_match, width_ablation)
 
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
@@ -105,6 +106,65 @@ def test_bound_table_smoke(tmp_path, capsys):
   out = tmp_path / "bounds.json"
   bound_table.main(["--n", "500", "--eps", "1e-2", "--xi", "1", "--lam", "10",
                     "--out", str(out)])
-  (row,) = json.loads(out.read_text())["rows"]
-  assert row["K"] == 100.0 and row["total"] > 1 and row["n_for_total_1"] > 500
+  paper, sliced = json.loads(out.read_text())["rows"]
+  assert (paper["kernel"], paper["h"]) == ("coulomb", 3)
+  assert (sliced["kernel"], sliced["h"]) == ("sliced_coulomb", 64)
+  for row in (paper, sliced):
+    assert row["K"] == 100.0 and row["total"] > 1 and row["n_for_total_1"] > 500
   assert "t + lam s" in capsys.readouterr().out
+
+
+def test_kernel_variance_runs_both_coulomb_kernels(tmp_path):
+  out = tmp_path / "kv.json"
+  kernel_variance.main(["--dims", "3", "8", "--eps", "0.01", "--n", "16",
+                        "--draws", "4", "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  # The sliced kernel is the paper's at h = 3, so it runs at h = 8 only.
+  assert [(r["kernel"], r["h"]) for r in rows] == [
+      ("coulomb", 3), ("coulomb", 8), ("sliced_coulomb", 8)]
+
+
+def test_divergence_table_smoke(tmp_path, capsys):
+  out = tmp_path / "divergence.json"
+  divergence_table.main(["--dims", "3,8", "--points", "32", "--null-draws",
+                         "4", "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  assert [(r["kernel"], r["h"]) for r in rows] == [
+      ("sliced_coulomb", 3), ("sliced_coulomb", 8), ("coulomb", 3),
+      ("coulomb", 8)]
+  assert set(rows[0]["wrong"]) == set(divergence_table.wrong_codes(
+      jax.random.key(0), 3, 4))
+  assert "collapsed_on_mean" in capsys.readouterr().out
+
+
+def test_latent_match_writes_the_results_contract(tmp_path):
+  latent_match.main(["--workdir", str(tmp_path), "--dims", "3", "--seeds",
+                     "0", "--steps", "4", "--regularizers",
+                     "sliced_coulomb,mc_slices,wae"])
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["steps"] == 4 and results["lam"] == 10.0
+  assert set(results["settings"]["flax_example"]["3"]) == {
+      "sliced_coulomb", "mc_slices", "wae"}
+  # The Monte-Carlo construction is not a trainer regulariser.
+  assert set(results["settings"]["trainer_mlp"]["3"]) == {
+      "sliced_coulomb", "wae"}
+  row = results["settings"]["trainer_mlp"]["3"]["sliced_coulomb"]
+  assert {"std_min", "std_max", "energy", "norm", "rec", "collapsed",
+          "escaped", "seeds"} <= set(row)
+  assert len(row["seeds"]) == 1 and row["rec"] > 0
+
+
+def test_latent_match_rejects_unknown_regularizers(tmp_path):
+  with pytest.raises(SystemExit):
+    latent_match.main(["--workdir", str(tmp_path), "--regularizers", "kl"])
+
+
+def test_bench_regularizers_smoke(tmp_path):
+  out = tmp_path / "bench.json"
+  bench_regularizers.main(["--batches", "16", "--dims", "4", "--repeats", "1",
+                           "--out", str(out)])
+  rows = json.loads(out.read_text())["rows"]
+  assert {(r["regularizer"], r["block_size"]) for r in rows} == {
+      (name, block) for name in ("sliced_coulomb", "coulomb", "wae")
+      for block in (None, 128)} | {("mc_slices", None)}
+  assert all(r["median_ms"] > 0 for r in rows)
