@@ -163,3 +163,20 @@ def test_bad_kernel_names_and_sizes_raise():
 def test_h_2_still_takes_the_logarithmic_kernel():
   assert losses.coulomb_kernel(2).func is kernels.coulomb_log
   assert losses.coulomb_kernel(2, kernel="coulomb").func is kernels.coulomb_log
+
+
+@pytest.mark.standard_promotion  # optax promotes
+def test_grid_training_is_bitwise_unchanged_by_the_new_default(tmp_path):
+  """The Grid (h = 3, uniform prior) trains to the same bits with either
+  kernel: its results carry over to the new default."""
+  from couae_jax import loop
+  from experiments import grid
+  params = {}
+  for kernel in ("coulomb", "sliced_coulomb"):
+    config = grid.model_config("couae", 0, 30, [
+        f"--config.coulomb_kernel={kernel}", "--config.hidden=16,16",
+        "--config.log_every=30", "--config.checkpoint_every=30"])
+    trained = loop.fit(config, str(tmp_path / kernel), progress=False)
+    params[kernel] = jax.tree.leaves(trained.params)
+  for a, b in zip(params["coulomb"], params["sliced_coulomb"]):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
