@@ -230,6 +230,10 @@ def _evaluate(kernel: Kernel, x, y, params: dict) -> jax.Array:
 # Coulomb kernel, h >= 3.
 
 
+#: The largest h at which the paper's regularised kernel is positive definite.
+_COULOMB_PD_MAX_DIM = 4
+
+
 def _coulomb_resolve(h: int, *, eps: float = DEFAULT_EPS,
                      scale: Optional[float] = None) -> dict:
   if h < 3:
@@ -257,10 +261,6 @@ def _length_resolve(h: int, *, eps: float,
     scale = math.sqrt(2.0 * h)
   _checks.positive("scale", scale)
   return {"eps": eps, "scale": scale}
-
-
-#: The largest h at which the paper's regularised kernel is positive definite.
-_COULOMB_PD_MAX_DIM = 4
 
 
 def _power_half(u: jax.Array, p: int) -> jax.Array:
