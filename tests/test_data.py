@@ -93,7 +93,9 @@ def write_idx(path, array, type_code=0x08):
   raw = struct.pack(">BBBB", 0, 0, type_code, array.ndim)
   raw += struct.pack(f">{array.ndim}I", *array.shape)
   raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
-  (gzip.open if str(path).endswith(".gz") else open)(path, "wb").write(raw)
+  # Closed here: an unclosed gzip file is empty on disk until it is collected.
+  with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
+    f.write(raw)
 
 
 @pytest.fixture
