@@ -171,8 +171,7 @@ class Checkpointer:
     Fields in `RESUMABLE_CHANGES` may differ. A field the checkpoint does
     not hold (one added to `TrainConfig` after it was written) counts as
     saved with the value it was trained with (`_saved_config`), the value
-    `restore` gives it. `config` must be a
-    `TrainConfig` (TypeError).
+    `restore` gives it. `config` must be a `TrainConfig` (TypeError).
     """
     config_lib._check_config(config)
     step = self.latest_step()
@@ -276,16 +275,19 @@ def _data_tree(position: dict[str, int]) -> dict[str, np.ndarray]:
   return {name: np.asarray(value, np.int64) for name, value in position.items()}
 
 
-#: Fields added to `TrainConfig` after checkpoints were written without them,
-#: with the value such a checkpoint was trained with where it is not today's
-#: default: before `coulomb_kernel` existed, CouAE used the paper's kernel.
-_FIELDS_ADDED = {"coulomb_kernel": "coulomb"}
-
-
 def _saved_config(values: dict[str, Any]) -> config_lib.TrainConfig:
-  """The config a checkpoint's metadata `values` was trained with: fields it
-  lacks take their `_FIELDS_ADDED` value, or else their default."""
-  return config_lib.TrainConfig.from_dict(_FIELDS_ADDED | values)
+  """The config a checkpoint's metadata `values` was trained with.
+
+  A field it lacks (added to `TrainConfig` after it was written) takes its
+  default, except where the default would change what was trained: before
+  `coulomb_kernel` existed, CouAE used the paper's kernel, which differs from
+  today's default only for h > 3.
+  """
+  config = config_lib.TrainConfig.from_dict(values)
+  if ("coulomb_kernel" not in values and config.model == "couae"
+      and config.latent_dim > 3):
+    config = config.replace(coulomb_kernel="coulomb")
+  return config
 
 
 def _normalise(value: Any) -> Any:
