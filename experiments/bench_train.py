@@ -45,7 +45,7 @@ Command (from the repository root):
         --conv-width 0.25 --repeats 3
 
 (* on a 2-core CPU shared with other work: load average 3-5.) Results: a
-table on stdout and JSON at `--out` (default bench_results/bench_train.json).
+table on stdout and JSON at `--out` (default runs/bench_train.json).
 
 Target: the MMD term costs under 10% of a 64x64 conv step at batch 256.
 """
@@ -386,7 +386,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="the trainer's MMD block size (0: dense; "
                            "default: TrainConfig's)")
   parser.add_argument("--out", type=pathlib.Path,
-                      default=pathlib.Path("bench_results/bench_train.json"))
+                      default=pathlib.Path("runs/bench_train.json"))
   parser.add_argument("--child", nargs=2, metavar=("DEVICES", "SETTINGS"),
                       help=argparse.SUPPRESS)
   args = parser.parse_args(argv)

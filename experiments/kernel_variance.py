@@ -1,7 +1,7 @@
 """How the Coulomb MMD estimate's noise and power depend on eps and h.
 
 Command: `python -m experiments.kernel_variance [--kernels coulomb,sliced_coulomb]
-[--out bench_results/kernel_variance.json]` (about two minutes on a 2-core CPU).
+[--out runs/kernel_variance.json]` (about two minutes on a 2-core CPU).
 
 For n = m = 256 standard-normal codes and prior samples, it prints over 100
 independent draws the mean and standard deviation of `mmd2` under the null
@@ -51,7 +51,7 @@ def main(argv=None) -> None:
   parser.add_argument("--draws", type=int, default=100)
   parser.add_argument("--shift", type=float, default=0.25)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", default="bench_results/kernel_variance.json")
+  parser.add_argument("--out", default="runs/kernel_variance.json")
   args = parser.parse_args(argv)
   rows = []
   print(f"{'kernel':>15} {'h':>4} {'eps':>7} {'null mean':>10} "
