@@ -7,7 +7,7 @@ Command:
 The seeds of each model are trained together by the generic trainer
 (`couae_jax.loop.fit_seeds`: one jitted step vmapped over the seeds), seed k in
 DIR/<model>/seed<k>, restorable with `couae_jax.restore`, and scored with the
-authors' protocol (`couae_jax.evaluation.test_log_likelihood`): bandwidth by
+authors' protocol (`couae_jax.evaluation.held_out_log_likelihood`): bandwidth by
 cross-validation on generated samples, KDE on fresh generated samples, fresh
 test points scored in batches. Two reference rows come with every table: the
 true mixture's exact test log-likelihood, and the same KDE protocol applied to
@@ -138,7 +138,7 @@ def generalization(trained, confidence: float = CONFIDENCE) -> dict:
 
 
 def score(generate, test: np.ndarray, protocol: dict, seed: int) -> dict:
-  result = evaluation.test_log_likelihood(generate, test, seed=seed,
+  result = evaluation.held_out_log_likelihood(generate, test, seed=seed,
                                           **protocol)
   samples = generate(10_000, seed + 2)
   coverage = evaluation.mode_coverage(
@@ -192,7 +192,7 @@ def run_model(name: str, seeds, steps: int, workdir: str, overrides,
 
 def reference_rows(test: np.ndarray, protocol: dict) -> dict:
   oracle = float(np.mean(data_lib.grid_log_density(test)))
-  ceiling = evaluation.test_log_likelihood(
+  ceiling = evaluation.held_out_log_likelihood(
       lambda n, seed: data_lib.sample_grid(20_000 + seed, n)[0], test,
       **protocol)
   return {"oracle_ll": oracle, "protocol_ceiling_ll": ceiling["mean"],

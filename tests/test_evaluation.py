@@ -50,7 +50,7 @@ def test_bandwidth_selection_prefers_the_true_scale():
 def test_protocol_on_true_grid_samples_approaches_the_exact_likelihood():
   test = data.sample_grid(7, 4000)[0]
   generate = lambda n, seed: data.sample_grid(1000 + seed, n)[0]
-  result = evaluation.test_log_likelihood(
+  result = evaluation.held_out_log_likelihood(
       generate, test, selection_samples=2000, fit_samples=8000, batches=4)
   exact = data.grid_log_density(test).mean()
   # The modes' std is 0.32; with 2000 selection points CV picks 0.1 or 0.32.
