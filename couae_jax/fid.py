@@ -22,7 +22,16 @@ in the last block). Its weights cannot ship with the package:
 `load_inception_weights` reads them from an `.npz` holding pytorch-fid's
 state dict as NumPy arrays (same names, PyTorch layouts), which
 `python -m experiments.convert_fid_weights` makes from pytorch-fid's
-`pt_inception-2015-12-05-6726825d.pth`.
+`pt_inception-2015-12-05-6726825d.pth`. The conversion needs only PyTorch and
+NumPy (it can run on another machine); reading the npz here needs no PyTorch.
+`tests/test_fid_pytorch.py` (`pytest -m slow`, with torch and pytorch-fid
+installed) checks this network against pytorch-fid's, feature by feature.
+
+The network computes in float32, also under `jax_enable_x64` (float64 on
+request, for such checks). On a CPU it is slow: 0.21 CPU-seconds per image
+at 299×299 (pytorch-fid's network: 0.25), 0.6 s of wall time per image on a
+shared 2-core machine; an FID of 10,000 generated against 10,000 data images
+is over an hour of CPU time (BUILD_NOTES section 7).
 """
 
 from __future__ import annotations
@@ -238,6 +247,22 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 # The FID Inception network (pool-3 features).
 
 
+def _checked_dtype(dtype: Any) -> np.dtype:
+  """`dtype` as a NumPy dtype, if the network can compute in it here."""
+  try:
+    dtype = np.dtype(dtype)
+  except TypeError as e:
+    raise ValueError(f"dtype must be float32 or float64; got {dtype!r}.") \
+        from e
+  if dtype not in (np.float32, np.float64):
+    raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
+  # Without x64, JAX would silently compute a float64 request in float32.
+  if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+    raise ValueError("dtype float64 needs jax_enable_x64 (jax.config.update("
+                     "'jax_enable_x64', True) or the jax.enable_x64 context).")
+  return dtype
+
+
 def _pair(value) -> tuple[int, int]:
   return (value, value) if isinstance(value, int) else tuple(value)
 
@@ -260,9 +285,22 @@ class _ConvBN(nn.Module):
 
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
-  # TF's average pool ignores the zero padding (PyTorch would count it).
-  return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                     count_include_pad=False)
+  """3×3 stride-1 average that ignores the zero padding, as TF's (PyTorch's
+  default would count it), in `x`'s dtype."""
+  # Not `nn.avg_pool(..., count_include_pad=False)`: it divides by a pool of
+  # `jnp.ones`, which are float64 under `jax_enable_x64`, and that turns
+  # every later layer float64. The counts depend only on the static shape,
+  # so NumPy computes them.
+  total = jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add,
+                                (1, 3, 3, 1), (1, 1, 1, 1),
+                                ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+  def counts(n: int) -> np.ndarray:  # in-range taps of each output position
+    index = np.arange(n)
+    return (np.minimum(index + 1, n - 1) - np.maximum(index - 1, 0) + 1)
+
+  divisor = np.outer(counts(x.shape[1]), counts(x.shape[2]))
+  return total / jnp.asarray(divisor[None, :, :, None], x.dtype)
 
 
 def _max_pool_3x3(x: jax.Array, stride: int = 2) -> jax.Array:
@@ -372,8 +410,14 @@ class InceptionV3(nn.Module):
     image_size: side the input is bilinearly resized to (PyTorch's
       `align_corners=False`, no antialiasing, as pytorch-fid). FID is defined
       at 299; smaller sides (>= 75) only make tests cheap.
+    dtype: the dtype every layer computes in. float32 (the default) also
+      when `jax_enable_x64` is on; float64 (needs `jax_enable_x64`) is for
+      checking the network against a reference to rounding level, and needs
+      float64 variables too (flax's BatchNorm takes `rsqrt(var + eps)` in the
+      statistics' dtype); `inception_feature_fn` casts them.
   """
   image_size: int = INCEPTION_SIZE
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -384,7 +428,10 @@ class InceptionV3(nn.Module):
     if self.image_size < MIN_INCEPTION_SIZE:
       raise ValueError(f"image_size must be >= {MIN_INCEPTION_SIZE}; got "
                        f"{self.image_size}.")
-    x = images.astype(jnp.float32)
+    dtype = _checked_dtype(self.dtype)
+    # Every layer computes in the input's dtype (flax promotes the weights
+    # to it), except BatchNorm's rsqrt(var + eps), in the statistics' dtype.
+    x = images.astype(dtype)
     size = (self.image_size, self.image_size)
     if x.shape[1:3] != size:
       x = jax.image.resize(x, (x.shape[0], *size, 3), "bilinear",
@@ -411,28 +458,42 @@ class InceptionV3(nn.Module):
 
 
 def inception_feature_fn(variables: Any, *,
-                         image_size: int = INCEPTION_SIZE) -> FeatureFn:
+                         image_size: int = INCEPTION_SIZE,
+                         dtype: Any = jnp.float32) -> FeatureFn:
   """A jitted function from images to pool-3 features, for
   `activation_statistics`.
+
+  On a CPU the network costs 0.21 CPU-seconds per image at 299×299 (0.6 s
+  of wall time per image on a shared 2-core machine, BUILD_NOTES section 7):
+  10,000 images take over half an hour of CPU time.
 
   Args:
     variables: `{'params', 'batch_stats'}` from `load_inception_weights`.
     image_size: the network's input side (299 for FID).
+    dtype: `InceptionV3.dtype`: float32 (also under `jax_enable_x64`), or
+      float64 (needs `jax_enable_x64`) for checks against a reference.
 
   Returns:
-    `fn(images) -> [B, 2048]` float32, for RGB images `[B, H, W, 3]`, uint8
-    (divided by 255) or floating in [0, 1].
+    `fn(images) -> [B, 2048]` in `dtype`, for RGB images `[B, H, W, 3]`,
+    uint8 (divided by 255) or floating in [0, 1].
+
+  Raises:
+    ValueError: `image_size` below `MIN_INCEPTION_SIZE` or not an integer;
+      `dtype` not float32/float64, or float64 without `jax_enable_x64`.
   """
   if isinstance(image_size, bool) or not isinstance(image_size, int) \
       or image_size < MIN_INCEPTION_SIZE:
     raise ValueError(f"image_size must be an integer >= {MIN_INCEPTION_SIZE};"
                      f" got {image_size!r}.")
-  apply = jax.jit(InceptionV3(image_size).apply)
+  dtype = _checked_dtype(dtype)
+  apply = jax.jit(InceptionV3(image_size, dtype).apply)
+  # Exact for float64 (float32 files); on the device once, not per call.
+  variables = jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), variables)
 
   def features(images: np.ndarray) -> jax.Array:
     images = np.asarray(images)
     if images.dtype == np.uint8:
-      images = images.astype(np.float32) / np.float32(255.0)
+      images = images.astype(dtype) / dtype.type(255.0)
     elif not np.issubdtype(images.dtype, np.floating):
       raise TypeError(f"images must be uint8 or floating; got {images.dtype}.")
     return apply(variables, images)
@@ -454,10 +515,12 @@ def missing_weights_message(path: PathLike) -> str:
       f"FID needs the Inception weights file {WEIGHTS_NAME} at {path}, which "
       f"does not exist. No weights can be downloaded here: (1) download "
       f"{TORCH_WEIGHTS_NAME} (pytorch-fid's port of the TF 2015-12-05 FID "
-      f"Inception) from {FID_WEIGHTS_URL}; (2) on a machine with PyTorch, "
-      f"convert it: python -m experiments.convert_fid_weights "
-      f"{TORCH_WEIGHTS_NAME} {WEIGHTS_NAME}; (3) copy {WEIGHTS_NAME} here and "
-      f"pass its path with --fid-weights (or put it at {path}).")
+      f"Inception) from {FID_WEIGHTS_URL}; (2) convert it on any machine with "
+      f"PyTorch and NumPy (pip install torch numpy; no JAX needed there): "
+      f"python -m experiments.convert_fid_weights {TORCH_WEIGHTS_NAME} "
+      f"{WEIGHTS_NAME} (experiments/convert_fid_weights.py also runs as a "
+      f"lone file); (3) copy {WEIGHTS_NAME} here and pass its path with "
+      f"--fid-weights (or put it at {path}).")
 
 
 def _torch_name(path: tuple[str, ...]) -> str:
@@ -556,8 +619,9 @@ def load_inception_weights(path: PathLike) -> dict[str, Any]:
     raise FIDWeightsNotFoundError(missing_weights_message(path))
   if path.suffix == ".pth":
     raise ValueError(
-        f"{path} is the PyTorch file; convert it first: python -m "
-        f"experiments.convert_fid_weights {path} {path.with_suffix('.npz')}")
+        f"{path} is the PyTorch file; convert it first (needs PyTorch and "
+        f"NumPy only): python -m experiments.convert_fid_weights {path} "
+        f"{path.with_suffix('.npz')}")
   try:
     archive = np.load(path, allow_pickle=False)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
