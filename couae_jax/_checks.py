@@ -7,6 +7,7 @@ NaN or an error from inside XLA.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 
@@ -68,6 +69,22 @@ def non_negative(name: str, value) -> None:
     return
   if not np.all(np.isfinite(concrete)) or not np.all(concrete >= 0):
     raise ValueError(f"{name} must be finite and >= 0; got {value!r}.")
+
+
+def positive_number(name: str, value) -> None:
+  """Checks `value` is a real Python or NumPy number, finite and > 0 (a
+  bool, a string or an array is not a number here)."""
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+      or not math.isfinite(value) or value <= 0):
+    raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
+
+
+def python_bool(name: str, value) -> None:
+  """Checks `value` is a Python bool: flags that choose the program cannot
+  be arrays or traced values (those fail later, inside Flax, with a
+  concretization error)."""
+  if not isinstance(value, bool):
+    raise TypeError(f"{name} must be a Python bool; got {value!r}.")
 
 
 def positive_int(name: str, value, *, allow_none: bool = False) -> None:
@@ -140,15 +157,18 @@ def path(name: str, value) -> str:
   return value
 
 
-def shape_tuple(name: str, shape, *, min_rank: int = 1) -> tuple[int, ...]:
-  """Checks `shape` is a tuple or list of ints >= 1 of length >= `min_rank`
-  and returns it as a tuple."""
-  if (not isinstance(shape, (tuple, list)) or len(shape) < min_rank
+def shape_tuple(name: str, shape, *, min_rank: int = 1,
+                allow_list: bool = True) -> tuple[int, ...]:
+  """Checks `shape` is a tuple (or, with `allow_list`, a list) of ints >= 1
+  of length >= `min_rank` and returns it as a tuple. Module attributes take
+  no lists: they must stay hashable to be static arguments of `jax.jit`."""
+  types = (tuple, list) if allow_list else tuple
+  if (not isinstance(shape, types) or len(shape) < min_rank
       or any(isinstance(d, bool) or not isinstance(d, numbers.Integral)
              or d < 1 for d in shape)):
+    length = {0: "", 1: "non-empty "}.get(min_rank, f"{min_rank}+ long ")
     raise ValueError(
-        f"{name} must be a tuple of at least {min_rank} positive ints; got "
-        f"{shape!r}.")
+        f"{name} must be a {length}tuple of positive ints; got {shape!r}.")
   return tuple(int(d) for d in shape)
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Sequence
@@ -21,6 +22,8 @@ import numpy as np
 from couae_jax import _checks
 from couae_jax import kernels
 from couae_jax import losses
+from couae_jax import models
+from couae_jax import priors as priors_lib
 
 MODELS = ("couae", "wae", "vae")
 DATASETS = ("grid", "digits", "npz", "mnist", "celeba")
@@ -75,7 +78,9 @@ class TrainConfig:
       `losses.coulomb_regularizer`).
     kernel_scale: the Coulomb kernel's unit length; 0 takes the prior's
       `sigma * sqrt(2 h)` (sigma the scaled prior's coordinate standard
-      deviation).
+      deviation). Set, it must lie within the range where float32 evaluates
+      the kernel (`kernel_scale_range`): far below it the regulariser
+      underflows to 0, far above it the kernel is a constant to float32.
     num_prior_samples: prior samples per step (global); 0 takes batch_size.
     block_size: rows per block of the streamed MMD; 0 evaluates it densely
       (autodiff through whole Gram matrices: several times slower on CPU, see
@@ -103,6 +108,18 @@ class TrainConfig:
     distributed: call `jax.distributed.initialize()` (multi-host runs); it
       can also be asked for with the environment variable
       `COUAE_DISTRIBUTED=1`.
+
+  Fields a model does not read are ignored, not rejected, so that one set of
+  overrides can drive all three models (`experiments.grid`): `eps`,
+  `coulomb_kernel` and `kernel_scale` (the Coulomb kernel) for `wae` and
+  `vae`; `block_size` and `num_prior_samples` (the MMD) for `vae`;
+  `stochastic_encoder` for `vae` (its encoder is always Gaussian); `hidden`
+  for conv networks; `conv_kernel_size` for MLPs; `grid_train_size` for data
+  other than the Grid. Settings that would train one thing and report or
+  sample another are rejected by `validate`: a `vae` with a prior other
+  than N(0, I), and a `data_path` for data that are generated (`grid`,
+  `digits`). Conv networks for data that are not images are refused when
+  the model is built for the data (`train.build_model`).
 
   Every field has the default shown in its declaration (the paper's Grid run:
   `data='grid'`, `model='couae'`, `latent_dim=3`, `hidden=(128, 128)`,
@@ -247,7 +264,7 @@ def parse_overrides(config: TrainConfig, args: Sequence[str]) -> TrainConfig:
       ...
     ValueError: config.steps must be of type int; got '1.5'.
   """
-  _check_config(config)
+  check_type(config)
   if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
     raise TypeError(
         f"args must be a sequence of strings like '--config.lam=1'; got "
@@ -278,12 +295,21 @@ def validate(config: TrainConfig, *, devices: int = 1,
              processes: int = 1) -> None:
   """Rejects a bad configuration before any compilation.
 
-  Checks each field's type (ints for counts, finite numbers for the real
-  hyperparameters, str for the choices, a tuple of ints for `hidden`, tuples
-  of finite numbers for `lr_boundaries` and `lr_factors`), its range, that
-  the piecewise schedule's fields fit `schedule`, that a `vae` keeps
-  `prior_scale=1`, and that the global batch and prior samples split evenly
-  over `devices` and `processes`.
+  The one check of a configuration: `loop.fit` runs it before anything is
+  built, and the functions that take a config (`train.make_optimizer`,
+  `make_regularizer`, `make_prior`, `build_model`, `loop.load_dataset`)
+  assume it has passed. Checks each field's type (ints for counts, finite
+  numbers for the real hyperparameters, str for the choices, a tuple of ints
+  for `hidden`, tuples of finite numbers for `lr_boundaries` and
+  `lr_factors`) and range, that the fields agree with each other (the
+  piecewise schedule's fields and `schedule`; a `vae` with the N(0, I) prior
+  its KL is to; a `data_path` only for data read from files), that a set
+  `kernel_scale` is one float32 can evaluate the kernel at
+  (`kernel_scale_range`), that the networks' parameters, gradients and
+  Adam's moments fit in this machine's memory, and that the global batch and
+  prior samples split evenly over `devices` and `processes`. The data set's
+  size is checked against `batch_size` where it is loaded
+  (`validate_data_size`).
 
   Args:
     config: the configuration, a `TrainConfig`.
@@ -306,8 +332,13 @@ def validate(config: TrainConfig, *, devices: int = 1,
     Traceback (most recent call last):
       ...
     ValueError: bad config: batch_size=10 is not divisible by the 4 devices; use a multiple of 4.
+    >>> vae = config_lib.TrainConfig(model="vae", prior="uniform")
+    >>> config_lib.validate(vae)
+    Traceback (most recent call last):
+      ...
+    ValueError: bad config: prior='uniform': the VAE's KL is to N(0, I), the prior it generates from; set --config.prior=normal for model='vae'.
   """
-  _check_config(config)
+  check_type(config)
   _checks.positive_int("devices", devices)
   _checks.positive_int("processes", processes)
 
@@ -338,6 +369,9 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(all(w >= 1 for w in config.hidden) and len(config.hidden) >= 1,
           f"hidden={config.hidden} must be a non-empty list of widths >= 1.")
   require(config.steps >= 1, f"steps={config.steps} must be >= 1.")
+  # The trainer stacks the seeds of an ensemble as int32.
+  require(0 <= config.seed < 2**31,
+          f"seed={config.seed} must lie in [0, 2**31).")
   require(config.batch_size >= 2,
           f"batch_size={config.batch_size} must be >= 2 (the MMD needs two "
           "codes).")
@@ -347,8 +381,12 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.batch_size % devices == 0,
           f"batch_size={config.batch_size} is not divisible by the {devices} "
           f"devices; use a multiple of {devices}.")
+  require(config.num_prior_samples == 0 or config.num_prior_samples >= 2,
+          f"num_prior_samples={config.num_prior_samples}: the unbiased MMD "
+          "needs at least 2 prior samples; use 0 (as many as batch_size) or "
+          "2 or more.")
   prior_samples = config.num_prior_samples or config.batch_size
-  require(config.num_prior_samples >= 0 and prior_samples % devices == 0,
+  require(prior_samples % devices == 0,
           f"num_prior_samples={config.num_prior_samples} must be 0 (same as "
           f"the batch) or a positive multiple of the {devices} devices.")
   require(config.learning_rate > 0,
@@ -360,6 +398,11 @@ def validate(config: TrainConfig, *, devices: int = 1,
   _check_piecewise(config, require)
   require(config.prior_scale > 0,
           f"prior_scale={config.prior_scale} must be > 0.")
+  # The VAE's KL is to N(0, I) whatever the prior fields say, and a trained
+  # model generates from `make_prior(config)`: they must be that prior.
+  require(config.model != "vae" or config.prior == "normal",
+          f"prior={config.prior!r}: the VAE's KL is to N(0, I), the prior it "
+          "generates from; set --config.prior=normal for model='vae'.")
   require(config.model != "vae" or config.prior_scale == 1,
           f"prior_scale={config.prior_scale}: the VAE's KL is to N(0, I); "
           "set --config.prior_scale=1 for model='vae'.")
@@ -372,6 +415,17 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.kernel_scale >= 0,
           f"kernel_scale={config.kernel_scale} must be > 0, or 0 for the "
           "default.")
+  if config.model == "couae" and config.kernel_scale:
+    low, high = kernel_scale_range(config)
+    default = _default_kernel_scale(config)
+    require(low <= config.kernel_scale <= high,
+            f"kernel_scale={config.kernel_scale:g} is outside [{low:.3g}, "
+            f"{high:.3g}], where float32 evaluates the "
+            f"{_kernel_name(config)} at h={config.latent_dim} "
+            f"({low / default:.3g} to {high / default:.3g} times the default "
+            f"{default:.4g} = "
+            "sigma*sqrt(2h)); outside it the regulariser underflows to 0 or is "
+            "a constant. Set it within the range, or 0 for the default.")
   require(config.block_size >= 0,
           f"block_size={config.block_size} must be > 0, or 0 for dense.")
   require(config.steps_per_call >= 1,
@@ -385,11 +439,183 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.log_every >= 1, f"log_every={config.log_every} must be >= 1.")
   require(config.eval_every >= 0,
           f"eval_every={config.eval_every} must be >= 0.")
-  require(config.data not in ("npz", "mnist", "celeba") or config.data_path,
+  require(config.data not in _FILE_DATA or config.data_path,
           f"data={config.data!r} reads files: set --config.data_path.")
+  # A path with generated data is a forgotten --config.data: the run would
+  # train on the Grid (or the digits) and never read the file.
+  require(config.data in _FILE_DATA or not config.data_path,
+          f"data_path={config.data_path!r} is not read by data="
+          f"{config.data!r} (generated data); set --config.data to one of "
+          f"{_FILE_DATA} to train on it, or leave data_path empty.")
   require(config.grid_train_size >= 25 and config.grid_train_size % 25 == 0,
           f"grid_train_size={config.grid_train_size} must be a positive "
           "multiple of 25 (equal points per mode).")
+  _check_model_memory(config, require)
+
+
+def validate_data_size(config: TrainConfig, num_examples: int, *,
+                       devices: int = 1, processes: int = 1) -> None:
+  """Rejects a `batch_size` larger than the data set.
+
+  Every step takes `batch_size` examples (and, with `num_prior_samples=0`,
+  as many prior samples): a larger batch than the data would have to be cut,
+  changing the run the config describes, so it is an error whose message
+  gives the largest batch that fits and splits over the devices.
+
+  Args:
+    config: a `TrainConfig` that passed `validate`.
+    num_examples: the training examples, an int >= 1.
+    devices: devices the global batch is split over (default 1).
+    processes: processes feeding the global batch (default 1).
+
+  Raises:
+    TypeError: `config` not a `TrainConfig`.
+    ValueError: `num_examples`, `devices` or `processes` not a positive
+      int, or `config.batch_size > num_examples`.
+
+  Example:
+    >>> from couae_jax import config as config_lib
+    >>> config_lib.validate_data_size(config_lib.TrainConfig(batch_size=600),
+    ...                               500, devices=3)
+    Traceback (most recent call last):
+      ...
+    ValueError: bad config: batch_size=600 exceeds the 500 training examples; set --config.batch_size=498 or less, a multiple of the 3 devices.
+  """
+  check_type(config)
+  _checks.positive_int("num_examples", num_examples)
+  _checks.positive_int("devices", devices)
+  _checks.positive_int("processes", processes)
+  if config.batch_size <= num_examples:
+    return
+  multiple = math.lcm(devices, processes)
+  largest = num_examples - num_examples % multiple
+  if largest < 2:
+    advice = (f"the {num_examples} examples cannot be split over the "
+              f"{devices} devices in batches of at least 2; use more data "
+              "or fewer devices")
+  elif multiple == 1:
+    advice = f"set --config.batch_size={largest} or less"
+  else:
+    advice = (f"set --config.batch_size={largest} or less, a multiple of the "
+              f"{devices} devices" + (f" and {processes} processes"
+                                      if processes > 1 else ""))
+  raise ValueError(
+      f"bad config: batch_size={config.batch_size} exceeds the "
+      f"{num_examples} training examples; {advice}.")
+
+
+#: `kernel_scale / (sigma sqrt(2 h))` between these, float32 evaluates the
+#: sliced Coulomb kernel's MMD and its gradient to within 1e-3 of float64
+#: (measured at h = 3, 8 and 64: BUILD_NOTES section 2); beyond them it
+#: underflows to 0 (1e-30 gives exactly 0) or is a constant.
+_SLICED_SCALE_RANGE = (1e-4, 1e4)
+#: The same for the logarithmic kernel of h = 2 (2 % error at 100).
+_LOG_SCALE_RANGE = (1e-4, 1e1)
+#: The paper's kernel `1/((u/s)^(h-2) + eps)` holds `(u/s)^(h-2)`: a scale
+#: off the default by a factor f moves it by f^(h-2), so float32 keeps it
+#: within f^(h-2) <= 10^this (measured: 1e-6 error at h = 16 and 64).
+_PAPER_KERNEL_DECADES = 4.0
+
+#: Data sets read from `data_path`; the others are generated.
+_FILE_DATA = ("npz", "mnist", "celeba")
+
+
+def _default_kernel_scale(config: TrainConfig) -> float:
+  """`sigma * sqrt(2 h)`, `losses.coulomb_kernel`'s default for the prior."""
+  sigma = priors_lib.coordinate_std(priors_lib.scaled(
+      priors_lib.PRIORS[config.prior], config.prior_scale))
+  return sigma * math.sqrt(2.0 * config.latent_dim)
+
+
+def _kernel_name(config: TrainConfig) -> str:
+  if config.latent_dim == 2:
+    return "logarithmic kernel"
+  if config.coulomb_kernel == "coulomb" and config.latent_dim > 3:
+    return "paper's Coulomb kernel"
+  return "sliced Coulomb kernel"
+
+
+def kernel_scale_range(config: TrainConfig) -> tuple[float, float]:
+  """The `kernel_scale` values float32 evaluates CouAE's kernel at.
+
+  Relative to the default scale `s0 = sigma * sqrt(2 h)` (sigma the scaled
+  prior's coordinate standard deviation): `[1e-4 s0, 1e4 s0]` for the sliced
+  Coulomb kernel (and the paper's at h = 3, the same kernel), `[1e-4 s0,
+  10 s0]` for the logarithmic kernel of h = 2, and
+  `[s0 / 10^(4/(h-2)), s0 * 10^(4/(h-2))]` for the paper's kernel at h > 3,
+  whose `(u/s)^(h-2)` leaves float32's range fast (h = 64: about
+  `[0.86 s0, 1.16 s0]`).
+
+  Args:
+    config: a `TrainConfig` with a valid `prior`, `prior_scale`,
+      `latent_dim` (>= 2) and `coulomb_kernel`.
+
+  Returns:
+    `(low, high)`, floats.
+
+  Example:
+    >>> from couae_jax import config as config_lib
+    >>> low, high = config_lib.kernel_scale_range(config_lib.TrainConfig())
+    >>> f"{low:.3g} {high:.3g}"
+    '0.000245 2.45e+04'
+  """
+  check_type(config)
+  default = _default_kernel_scale(config)
+  if config.latent_dim == 2:
+    low, high = _LOG_SCALE_RANGE
+  elif config.coulomb_kernel == "coulomb" and config.latent_dim > 3:
+    high = 10.0 ** (_PAPER_KERNEL_DECADES / (config.latent_dim - 2))
+    low = 1.0 / high
+  else:
+    low, high = _SLICED_SCALE_RANGE
+  return low * default, high * default
+
+
+#: Bytes per parameter in training: float32 parameters, their gradients and
+#: Adam's two moments.
+_TRAINING_BYTES_PER_PARAMETER = 4 * 4
+
+
+def _check_model_memory(config: TrainConfig, require) -> None:
+  """The networks' training state fits in this machine's memory.
+
+  Counts only the layers whose size does not depend on the data's shape
+  (hidden-to-hidden layers, the code layers, the conv kernels of one stage),
+  so it is a lower bound: it rejects the absurd (a width of 1000 is hundreds
+  of GB), not every model too big for an accelerator.
+  """
+  sizes = dict(width=config.width, hidden=tuple(config.hidden),
+               stochastic=config.model == "vae" or config.stochastic_encoder,
+               kernel_size=config.conv_kernel_size)
+  conv = models.min_parameter_count("conv", config.latent_dim, **sizes)
+  mlp = models.min_parameter_count("mlp", config.latent_dim, **sizes)
+  if config.architecture != "auto":
+    count = conv if config.architecture == "conv" else mlp
+  else:
+    count = {"grid": mlp, "npz": min(conv, mlp)}.get(config.data, conv)
+  needed = count * _TRAINING_BYTES_PER_PARAMETER
+  available = _physical_memory()
+  if available is None or needed <= available:
+    return
+  conv_fields = (config.architecture == "conv" or (
+      config.architecture == "auto" and config.data not in ("grid", "npz")))
+  fields = (f"width={config.width:g}, conv_kernel_size="
+            f"{config.conv_kernel_size}" if conv_fields else
+            f"width={config.width:g}, hidden={tuple(config.hidden)}")
+  require(False,
+          f"{fields}, latent_dim={config.latent_dim} give networks of at "
+          f"least {count:.2g} parameters: {needed / 1e9:.3g} GB for the "
+          "parameters, their gradients and Adam's moments, more than this "
+          f"machine's {available / 1e9:.3g} GB of memory; lower width or "
+          f"{'conv_kernel_size' if conv_fields else 'hidden'}.")
+
+
+def _physical_memory() -> Optional[int]:
+  """This machine's memory in bytes, or None where the OS does not say."""
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (AttributeError, ValueError, OSError):
+    return None
 
 
 def _check_piecewise(config: TrainConfig, require) -> None:
@@ -442,7 +668,7 @@ def boundary_steps(config: TrainConfig) -> dict[int, float]:
     ...     lr_boundaries=(30 / 55, 50 / 55), lr_factors=(0.5, 0.2)))
     {60: 0.5, 100: 0.2}
   """
-  _check_config(config)
+  check_type(config)
   steps: dict[int, float] = {}
   for fraction, factor in zip(config.lr_boundaries, config.lr_factors):
     step = math.floor(float(fraction) * config.steps + 0.5)
@@ -450,8 +676,14 @@ def boundary_steps(config: TrainConfig) -> dict[int, float]:
   return steps
 
 
-def _check_config(config, name: str = "config") -> None:
+def check_type(config, name: str = "config") -> None:
+  """Raises TypeError unless `config` is a `TrainConfig` (values unchecked:
+  that is `validate`)."""
   _checks.instance(name, config, TrainConfig, "a TrainConfig")
+
+
+# The name the other modules used; kept until they call `check_type`.
+_check_config = check_type
 
 
 def _check_field_types(config: TrainConfig, require) -> None:
@@ -488,4 +720,5 @@ def optional(value: float) -> Optional[float]:
   return value or None
 
 
-__all__ = ["TrainConfig", "boundary_steps", "parse_overrides", "validate"]
+__all__ = ["TrainConfig", "boundary_steps", "check_type", "kernel_scale_range",
+           "parse_overrides", "validate", "validate_data_size"]

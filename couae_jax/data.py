@@ -8,7 +8,9 @@ ValueError naming its path.
 * Grid: `grid_mixture`, `sample_grid`, `grid_log_density`, `grid_training_set`
   (25 Gaussians in 2-D; the paper's synthetic benchmark).
 * Files: `load_npz`, `read_idx`, `load_mnist`, `celeba_files`, `load_celeba`
-  (float32, or uint8 to hold all of CelebA in 2.5 GB), `load_digits`.
+  (float32, or uint8 pixels: a quarter of the memory, all of CelebA in
+  2.5 GB), `load_digits`; `check_examples` rejects what is not a training
+  set (NaN rows, one example, strings, complex numbers, blank images).
 * Pipeline: `BatchIterator` (deterministic, resumable, per-process slices of
   a global batch) and `shard_batch` (host-local batch → global `jax.Array`).
 """
@@ -221,20 +223,25 @@ def _find_file(directory: pathlib.Path, name: str) -> pathlib.Path:
       f"Neither {candidates[0]} nor {candidates[1]} exists.")
 
 
-def load_mnist(directory: PathLike,
-               split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(directory: PathLike, split: str = "train", *,
+               dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
   """MNIST from the standard IDX files in `directory` (optionally gzipped).
 
   Args:
     directory: holds `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
       `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (or `*.gz`).
     split: 'train' (60,000 images) or 'test' (10,000).
+    dtype: float32 (pixels in [0, 1]) or uint8 (the raw pixels, a quarter
+      of the memory; `as_float` gives bitwise the float32 images).
 
   Returns:
-    `(images [N, 28, 28, 1] float32 in [0, 1], labels [N] int64)`.
+    `(images [N, 28, 28, 1] of dtype, labels [N] int64)`.
   """
   if split not in _MNIST_FILES:
     raise ValueError(f"split must be 'train' or 'test'; got {split!r}.")
+  dtype = np.dtype(dtype)
+  if dtype not in (np.float32, np.uint8):
+    raise ValueError(f"dtype must be float32 or uint8; got {dtype}.")
   directory = pathlib.Path(directory)
   image_path, label_path = (_find_file(directory, name)
                             for name in _MNIST_FILES[split])
@@ -247,7 +254,8 @@ def load_mnist(directory: PathLike,
     raise ValueError(
         f"{label_path} holds {labels.shape} labels for the {len(images)} "
         f"images of {image_path}.")
-  return (images[..., None].astype(np.float32) / 255.0,
+  images = images[..., None]
+  return (images if dtype == np.uint8 else as_float(images),
           labels.astype(np.int64))
 
 
@@ -399,6 +407,100 @@ def as_float(examples) -> np.ndarray:
   return examples.astype(np.float32, copy=False)
 
 
+#: Examples checked at a time, so that a uint8 CelebA (2.5 GB) never gets a
+#: full-size temporary.
+_CHECK_CHUNK = 4096
+
+
+def check_examples(examples: np.ndarray, source: str) -> np.ndarray:
+  """Rejects an array that is not a training set `[N, *features]`.
+
+  Training needs at least two examples (the MMD compares pairs, the
+  standardisation divides by a spread), each a finite real vector or image,
+  not all alike. Checked in chunks of examples, so a uint8 image set gets no
+  full-size temporary copy.
+
+  Args:
+    examples: the array as loaded.
+    source: what it was loaded from (a path, or a name such as
+      `data='grid'`); every message starts with it.
+
+  Returns:
+    `examples`, unchanged.
+
+  Raises:
+    TypeError: not a NumPy array, or of a dtype that is not real numbers
+      (strings, objects, complex numbers, dates).
+    ValueError: a scalar or 1-D array, no features, fewer than two
+      examples, an example holding NaN or infinity, or every example the
+      same (e.g. all-zero images).
+
+  Example:
+    >>> check_examples(np.zeros((5, 2)), "a.npz")
+    Traceback (most recent call last):
+      ...
+    ValueError: a.npz: every one of its 5 examples is the same (all 0.0, e.g. blank images): there is nothing to learn and no spread to standardise by.
+  """
+  if not isinstance(examples, np.ndarray):
+    raise TypeError(f"{source}: the examples must be a NumPy array; got "
+                    f"{type(examples).__name__}.")
+  dtype = examples.dtype
+  if np.issubdtype(dtype, np.complexfloating):
+    # NumPy's float cast would keep the real part and only warn.
+    raise TypeError(
+        f"{source} holds complex numbers ({dtype}); the networks take real "
+        "data: store the real and imaginary parts as separate features "
+        "(e.g. np.stack([x.real, x.imag], axis=-1)).")
+  if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+    raise TypeError(
+        f"{source} holds {dtype} values (dtype kind {dtype.kind!r}), not "
+        "numbers; store the examples as a numeric array.")
+  if examples.ndim == 0:
+    raise ValueError(
+        f"{source} holds a scalar; training needs examples [N, *features].")
+  if examples.ndim == 1:
+    raise ValueError(
+        f"{source} holds a 1-D array of {len(examples)} values; training "
+        "needs examples [N, *features] (for N examples of one value each, "
+        "reshape it to [N, 1]).")
+  if not math.prod(examples.shape[1:]):
+    raise ValueError(
+        f"{source}: its examples have no features (shape {examples.shape}).")
+  if len(examples) < 2:
+    raise ValueError(
+        f"{source} holds {len(examples)} example{'s' * (len(examples) != 1)} "
+        f"(shape {examples.shape}); training needs at least 2.")
+  first = examples[:1]
+  varies = False
+  bad_rows, first_bad = 0, None
+  floating = np.issubdtype(dtype, np.inexact)
+  for start in range(0, len(examples), _CHECK_CHUNK):
+    chunk = examples[start:start + _CHECK_CHUNK]
+    flat = chunk.reshape(len(chunk), -1)
+    if floating:
+      finite = np.isfinite(flat).all(axis=1)
+      if not finite.all():
+        bad_rows += int(np.count_nonzero(~finite))
+        if first_bad is None:
+          first_bad = start + int(np.argmin(finite))
+        flat, chunk = flat[finite], chunk[finite]
+    varies = varies or bool(np.any(chunk != first))
+  if bad_rows:
+    raise ValueError(
+        f"{source}: {bad_rows} of its {len(examples)} examples "
+        f"{'holds' if bad_rows == 1 else 'hold'} NaN or infinite values (the "
+        f"first is row {first_bad}); remove or repair them.")
+  if not varies:
+    value = first.ravel()[0]
+    alike = (f"all {value}, e.g. blank images" if np.all(first == value)
+             else "identical")
+    raise ValueError(
+        f"{source}: every one of its {len(examples)} examples is the same "
+        f"({alike}): there is nothing to learn and no spread to standardise "
+        "by.")
+  return examples
+
+
 class BatchIterator:
   """Deterministic, resumable batches of one process's share of the data.
 
@@ -481,11 +583,6 @@ class BatchIterator:
   def steps_per_epoch(self) -> int:
     n = len(self._data)
     return n // self._batch if self._drop else -(-n // self._batch)
-
-  @property
-  def local_batch_size(self) -> int:
-    """Examples this process receives per full global batch."""
-    return self._batch // self._count
 
   def state(self) -> dict[str, int]:
     """`{'epoch': int, 'position': int}`; JSON- and checkpoint-friendly."""
@@ -589,6 +686,7 @@ def shard_batch(local_batch: Any, mesh: Mesh, axis: str = "data", *,
 __all__ = [
     "CELEBA_CROP", "CELEBA_SIZE", "GRID_COORDINATES", "GRID_VARIANCE",
     "BatchIterator", "GaussianMixture", "as_float", "celeba_files",
+    "check_examples",
     "grid_log_density", "grid_mixture", "grid_training_set", "load_celeba",
     "load_digits", "load_mnist", "load_npz", "read_idx", "sample_grid",
     "shard_batch",

@@ -68,57 +68,10 @@ Encoding = Union[jax.Array, tuple[jax.Array, jax.Array]]
 # Validation and architecture rules.
 
 
-def _check_width(width) -> None:
-  if (isinstance(width, bool) or not isinstance(width, numbers.Real)
-      or not math.isfinite(width) or width <= 0):
-    raise ValueError(f"width must be a finite number > 0; got {width!r}.")
-
-
-def _check_shape(name: str, shape, *, allow_empty: bool = False) -> None:
-  """Checks `shape` is a tuple of ints >= 1 (tuples keep modules hashable, so
-  they can be static arguments of `jax.jit`)."""
-  if not isinstance(shape, tuple) or (not shape and not allow_empty) or any(
-      isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
-      for d in shape):
-    raise ValueError(
-        f"{name} must be a {'' if allow_empty else 'non-empty '}tuple of "
-        f"positive ints; got {shape!r}.")
-
-
-def _as_shape(name: str, shape, *, allow_empty: bool = False) -> tuple:
-  """`shape` as a checked tuple. Functions accept lists too; module
-  attributes must be tuples to stay hashable."""
-  if isinstance(shape, list):
-    shape = tuple(shape)
-  _check_shape(name, shape, allow_empty=allow_empty)
-  return shape
-
-
-def _check_flag(name: str, value) -> None:
-  # A traced or array flag would fail later inside Flax with a concretization
-  # error; these flags choose the program, so they must be Python bools.
-  if not isinstance(value, bool):
-    raise TypeError(f"{name} must be a Python bool; got {value!r}.")
-
-
 def _check_dtype(dtype) -> None:
-  if dtype is None:
-    return
-  try:
-    floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
-  except TypeError:
-    floating = False
-  if not floating:
-    raise TypeError(
-        f"dtype must be None or a floating dtype (e.g. jnp.bfloat16); got "
-        f"{dtype!r}.")
-
-
-def _check_axis_name(axis_name) -> None:
-  if axis_name is not None and not isinstance(axis_name, str):
-    raise TypeError(
-        f"axis_name must be None or a mesh axis name (str); got "
-        f"{axis_name!r}.")
+  """None (infer the computation dtype) or a floating dtype."""
+  if dtype is not None:
+    _checks.floating_dtype("dtype", dtype)
 
 
 def _check_batch(name: str, x, *, rank: Optional[int] = None,
@@ -131,6 +84,11 @@ def _check_batch(name: str, x, *, rank: Optional[int] = None,
   """
   x = _checks.floating_array(name, x, min_rank=0)
   shape = tuple(x.shape)
+  if x.ndim and not shape[0]:
+    # An empty batch would otherwise fail inside a reshape with a
+    # ZeroDivisionError (encoders), or pass silently (decoders).
+    raise ValueError(
+        f"{name} must hold at least one example; got shape {shape}.")
   if example_shape is not None:
     if shape[1:] != example_shape:
       dims = ", ".join(str(d) for d in example_shape)
@@ -164,7 +122,7 @@ def scale_width(features: int, width: float) -> int:
     (32, 1)
   """
   _checks.positive_int("features", features)
-  _check_width(width)
+  _checks.positive_number("width", width)
   return max(1, round(features * width))
 
 
@@ -194,7 +152,7 @@ def conv_stages(image_shape: tuple[int, int, int], *,
     >>> [models.conv_stages(s) for s in [(64, 64, 3), (28, 28, 1), (6, 6, 1)]]
     [4, 2, 1]
   """
-  _check_shape(name, image_shape)
+  _checks.shape_tuple(name, image_shape, allow_list=False)
   if len(image_shape) != 3:
     raise ValueError(
         f"{name} of a convolutional model must be (height, width, channels); "
@@ -280,9 +238,9 @@ class MLPEncoder(nn.Module):
 
   def __post_init__(self):
     _checks.positive_int("latent_dim", self.latent_dim)
-    _check_shape("hidden", self.hidden, allow_empty=True)
-    _check_width(self.width)
-    _check_flag("stochastic", self.stochastic)
+    _checks.shape_tuple("hidden", self.hidden, min_rank=0, allow_list=False)
+    _checks.positive_number("width", self.width)
+    _checks.python_bool("stochastic", self.stochastic)
     _check_dtype(self.dtype)
     super().__post_init__()
 
@@ -306,7 +264,7 @@ class MLPEncoder(nn.Module):
       >>> mean.shape, log_var.shape
       ((3, 2), (3, 2))
     """
-    _check_flag("train", train)
+    _checks.python_bool("train", train)
     x = _check_batch("x", x, min_rank=2)
     x = x.reshape(x.shape[0], -1)
     for features in self.hidden:
@@ -346,9 +304,9 @@ class MLPDecoder(nn.Module):
   dtype: Optional[Any] = None
 
   def __post_init__(self):
-    _check_shape("out_dim", self._out_shape)
-    _check_shape("hidden", self.hidden, allow_empty=True)
-    _check_width(self.width)
+    _checks.shape_tuple("out_dim", self._out_shape, allow_list=False)
+    _checks.shape_tuple("hidden", self.hidden, min_rank=0, allow_list=False)
+    _checks.positive_number("width", self.width)
     _check_dtype(self.dtype)
     super().__post_init__()
 
@@ -368,7 +326,7 @@ class MLPDecoder(nn.Module):
       >>> x_hat.shape
       (4, 3)
     """
-    _check_flag("train", train)
+    _checks.python_bool("train", train)
     z = _check_batch("z", z, rank=2)
     for features in self.hidden:
       z = nn.relu(nn.Dense(scale_width(features, self.width),
@@ -437,10 +395,10 @@ class ConvEncoder(nn.Module):
 
   def __post_init__(self):
     _checks.positive_int("latent_dim", self.latent_dim)
-    _check_width(self.width)
-    _check_flag("stochastic", self.stochastic)
+    _checks.positive_number("width", self.width)
+    _checks.python_bool("stochastic", self.stochastic)
     _check_dtype(self.dtype)
-    _check_axis_name(self.axis_name)
+    _checks.axis_name("axis_name", self.axis_name)
     _checks.positive_int("kernel_size", self.kernel_size)
     super().__post_init__()
 
@@ -467,7 +425,7 @@ class ConvEncoder(nn.Module):
       >>> codes.shape
       (2, 4)
     """
-    _check_flag("train", train)
+    _checks.python_bool("train", train)
     x = _check_batch("x", x, rank=4)
     stages = conv_stages(tuple(x.shape[1:]), name="x.shape[1:]")
     kernel = (self.kernel_size, self.kernel_size)
@@ -531,9 +489,9 @@ class ConvDecoder(nn.Module):
 
   def __post_init__(self):
     conv_stages(self.out_shape, name="out_shape")
-    _check_width(self.width)
+    _checks.positive_number("width", self.width)
     _check_dtype(self.dtype)
-    _check_axis_name(self.axis_name)
+    _checks.axis_name("axis_name", self.axis_name)
     _checks.positive_int("kernel_size", self.kernel_size)
     super().__post_init__()
 
@@ -558,7 +516,7 @@ class ConvDecoder(nn.Module):
       >>> x_hat.shape
       (2, 8, 8, 1)
     """
-    _check_flag("train", train)
+    _checks.python_bool("train", train)
     z = _check_batch("z", z, rank=2)
     height, width, channels = self.out_shape
     stages = min(conv_stages(self.out_shape), MAX_DECODER_STAGES)
@@ -609,15 +567,6 @@ def reparameterize(key: jax.Array, mean: jax.Array,
   mean, log_var = _checks.gaussian_parameters(mean, log_var, min_rank=0)
   eps = jax.random.normal(key, mean.shape, mean.dtype)
   return mean + jnp.exp(0.5 * log_var) * eps
-
-
-def _data_shape(decoder: nn.Module) -> Optional[tuple[int, ...]]:
-  """The example shape a decoder of this module outputs; None if unknown."""
-  if isinstance(decoder, MLPDecoder):
-    return decoder._out_shape
-  if isinstance(decoder, ConvDecoder):
-    return decoder.out_shape
-  return None
 
 
 class Autoencoder(nn.Module):
@@ -671,6 +620,16 @@ class Autoencoder(nn.Module):
             f"{type(getattr(self, name)).__name__}.")
     super().__post_init__()
 
+  @property
+  def data_shape(self) -> Optional[tuple[int, ...]]:
+    """The shape of one example, `x[0]`: what this module's decoders output;
+    None for a decoder of another kind."""
+    if isinstance(self.decoder, MLPDecoder):
+      return self.decoder._out_shape
+    if isinstance(self.decoder, ConvDecoder):
+      return self.decoder.out_shape
+    return None
+
   def encode(self, x: jax.Array, *, train: bool = False) -> Encoding:
     """Codes `[B, h]` of `x: [B, *data_shape]`, or `(mean, log_var)`.
 
@@ -691,8 +650,8 @@ class Autoencoder(nn.Module):
       >>> model.apply(variables, x, method=models.Autoencoder.encode).shape
       (5, 3)
     """
-    _check_flag("train", train)
-    data_shape = _data_shape(self.decoder)
+    _checks.python_bool("train", train)
+    data_shape = self.data_shape
     if data_shape is not None:
       x = _check_batch("x", x, example_shape=data_shape)
     return self.encoder(x, train=train)
@@ -717,7 +676,7 @@ class Autoencoder(nn.Module):
       >>> model.apply(variables, z, method=models.Autoencoder.decode).shape
       (5, 2)
     """
-    _check_flag("train", train)
+    _checks.python_bool("train", train)
     latent_dim = getattr(self.encoder, "latent_dim", None)
     if latent_dim is not None:
       z = _check_batch("z", z, example_shape=(latent_dim,))
@@ -811,8 +770,8 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
     raise TypeError(f"kind must be 'mlp' or 'conv'; got {kind!r}.")
   if kind not in ("mlp", "conv"):
     raise ValueError(f"kind must be 'mlp' or 'conv'; got {kind!r}.")
-  data_shape = _as_shape("data_shape", data_shape)
-  hidden = _as_shape("hidden", hidden, allow_empty=True)
+  data_shape = _checks.shape_tuple("data_shape", data_shape)
+  hidden = _checks.shape_tuple("hidden", hidden, min_rank=0)
   _checks.positive_int("kernel_size", kernel_size)
   if kind == "mlp":
     return Autoencoder(
@@ -825,6 +784,52 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
                   dtype=dtype, axis_name=axis_name, kernel_size=kernel_size),
       ConvDecoder(data_shape, width=width, dtype=dtype, axis_name=axis_name,
                   kernel_size=kernel_size))
+
+
+def min_parameter_count(kind: str, latent_dim: int, *, width: float = 1.0,
+                        hidden: Sequence[int] = (128, 128),
+                        stochastic: bool = False,
+                        kernel_size: int = DEFAULT_KERNEL_SIZE) -> int:
+  """A lower bound on the parameters of `make_autoencoder(kind, ...)` at any
+  data shape, without building it.
+
+  Counts the weights of the layers every data shape has (for 'mlp' the
+  hidden-to-hidden and code layers; for 'conv' one stage of each network,
+  the code layers and the decoder's first transposed convolution), so a
+  configuration can be sized before its data are loaded: a width of 1000 is
+  already tens of billions of parameters.
+
+  Args:
+    kind: 'mlp' or 'conv'.
+    latent_dim, width, hidden, stochastic, kernel_size: as in
+      `make_autoencoder`, taken as valid.
+
+  Returns:
+    An int, at most the networks' parameter count at every data shape.
+
+  Example:
+    >>> from couae_jax import models
+    >>> models.min_parameter_count("mlp", 3, width=1000.0) > 3e10
+    True
+  """
+  def units(features):
+    return scale_width(features, width)
+  heads = 2 if stochastic else 1
+  if kind == "mlp":
+    widths = [units(w) for w in hidden]
+    between = sum(a * b for a, b in zip(widths, widths[1:]))
+    # The input and output layers have at least one feature each.
+    return (2 * between + (heads + 1) * latent_dim * widths[-1]
+            + 2 * widths[0])
+  k2 = kernel_size ** 2
+  first, last = ENCODER_CHANNELS[0], ENCODER_CHANNELS[-1]
+  fewest = units(last // 2**MAX_DECODER_STAGES)  # the decoder's last stage
+  # The encoder's first convolution (one input channel at least) and code
+  # layer; the decoder's dense layer, first transposed convolution and
+  # output convolution.
+  return (k2 * units(first) + heads * latent_dim * units(first)
+          + latent_dim * units(last) + k2 * units(last) * units(last // 2)
+          + k2 * fewest)
 
 
 def _check_model(model, variables) -> None:
@@ -916,5 +921,6 @@ __all__ = [
     "MAX_DECODER_STAGES", "MIN_FEATURE_SIZE",
     "Autoencoder", "ConvDecoder", "ConvEncoder", "Encoding", "MLPDecoder",
     "MLPEncoder", "conv_stages", "decode", "encode", "make_autoencoder",
+    "min_parameter_count",
     "reparameterize", "scale_width",
 ]

@@ -103,17 +103,14 @@ def make_optimizer(config: config_lib.TrainConfig
   rate is also multiplied by `min(1, s / config.warmup_steps)`.
 
   Args:
-    config: the run's `TrainConfig`.
+    config: the run's `TrainConfig`, through `config.validate` (its values
+      are not checked again here).
 
   Returns:
     An `optax.GradientTransformation`.
 
   Raises:
     TypeError: `config` not a `TrainConfig`.
-    ValueError: `config.schedule` not 'constant', 'cosine' or 'piecewise', a
-      learning rate, b1, b2 or warm-up out of range, or `lr_boundaries` /
-      `lr_factors` that do not fit the schedule (as `config.validate` says;
-      the message names the field).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -148,7 +145,7 @@ def learning_rate_schedule(config: config_lib.TrainConfig
     `optax.Schedule`, `schedule(step) -> rate` (see `make_optimizer`).
 
   Raises:
-    TypeError, ValueError: as `make_optimizer`.
+    TypeError: `config` not a `TrainConfig`.
 
   Example:
     >>> from couae_jax import config as config_lib, train
@@ -160,7 +157,7 @@ def learning_rate_schedule(config: config_lib.TrainConfig
     >>> [round(float(schedule(s)), 6) for s in (4, 5)]
     [0.001, 0.0001]
   """
-  _optimizer_fields(config)
+  config_lib.check_type(config)
   if config.schedule == "piecewise":
     piecewise = optax.piecewise_constant_schedule(
         config.learning_rate, config_lib.boundary_steps(config))
@@ -237,16 +234,13 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
   Args:
     config: the run's `TrainConfig` (`model`, `prior`, `prior_scale`, `eps`,
       `coulomb_kernel`, `kernel_scale`, `block_size`, `num_prior_samples`,
-      `batch_size`).
+      `batch_size`), through `config.validate`.
 
   Returns:
     The regulariser, a pure function to call inside a step.
 
   Raises:
     TypeError: `config` not a `TrainConfig`.
-    ValueError: an unknown `config.model` or `config.prior`, a count or
-      kernel hyperparameter out of range, `config.prior_scale` not > 0, or
-      not 1 for a `vae` (as `config.validate` says).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -258,7 +252,6 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
     >>> out.shape, penalty.shape, bool(jnp.isfinite(penalty))
     ((16, 3), (), True)
   """
-  _regularizer_fields(config)
   prior = make_prior(config)
   block_size = config.block_size or None
   global_prior_samples = config.num_prior_samples or config.batch_size
@@ -311,15 +304,14 @@ def make_prior(config: config_lib.TrainConfig) -> priors_lib.Prior:
   `TrainedModel.sample` in generation.
 
   Args:
-    config: a `TrainConfig` (`prior`, `prior_scale`).
+    config: a `TrainConfig` (`prior`, `prior_scale`), through
+      `config.validate`.
 
   Returns:
     A sampler `prior(key, shape, dtype)`.
 
   Raises:
     TypeError: `config` not a `TrainConfig`.
-    ValueError: an unknown `config.prior`, or `config.prior_scale` not a
-      finite number > 0.
 
   Example:
     >>> import jax
@@ -331,12 +323,7 @@ def make_prior(config: config_lib.TrainConfig) -> priors_lib.Prior:
     >>> round(float(z.std()), 1), priors.coordinate_std(wide)
     (2.0, 2.0)
   """
-  config_lib._check_config(config)
-  if config.prior not in priors_lib.PRIORS:
-    raise ValueError(
-        f"config.prior must be one of {tuple(priors_lib.PRIORS)}; got "
-        f"{config.prior!r}.")
-  _check_prior_scale(config)
+  config_lib.check_type(config)
   return priors_lib.scaled(priors_lib.PRIORS[config.prior],
                            config.prior_scale)
 
@@ -351,7 +338,7 @@ def build_model(config: config_lib.TrainConfig, data_shape,
   model with `config.stochastic_encoder`) gets a Gaussian encoder.
 
   Args:
-    config: the run's `TrainConfig`.
+    config: the run's `TrainConfig`, through `config.validate`.
     data_shape: the shape of one example, a tuple (or list) of positive ints,
       e.g. `(2,)` or `(28, 28, 1)`.
     axis_name: the data-parallel mesh axis BatchNorm averages over (conv
@@ -363,9 +350,8 @@ def build_model(config: config_lib.TrainConfig, data_shape,
 
   Raises:
     TypeError: `config` not a `TrainConfig`, `axis_name` not None or a str.
-    ValueError: a bad `data_shape`, an unknown `config.architecture` or
-      `config.model`, or a size `models.make_autoencoder` rejects (e.g.
-      `config.conv_kernel_size` < 1, named in the message).
+    ValueError: a bad `data_shape`, or one `models.make_autoencoder`
+      rejects (a conv net for data that are not images of an even size).
 
   Example:
     >>> from couae_jax import config as config_lib, train
@@ -377,17 +363,9 @@ def build_model(config: config_lib.TrainConfig, data_shape,
     >>> conv.encoder.kernel_size, conv.decoder.kernel_size
     (5, 5)
   """
-  config_lib._check_config(config)
+  config_lib.check_type(config)
   data_shape = _checks.shape_tuple("data_shape", data_shape)
   _checks.axis_name("axis_name", axis_name)
-  if config.architecture not in config_lib.ARCHITECTURES:
-    raise ValueError(
-        f"config.architecture must be one of {config_lib.ARCHITECTURES}; got "
-        f"{config.architecture!r}.")
-  if config.model not in config_lib.MODELS:
-    raise ValueError(f"config.model must be one of {config_lib.MODELS}; got "
-                     f"{config.model!r}.")
-  _checks.positive_int("config.conv_kernel_size", config.conv_kernel_size)
   architecture = config.architecture
   if architecture == "auto":
     architecture = "conv" if len(data_shape) == 3 else "mlp"
@@ -508,7 +486,7 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array, *,
   _checks.prng_key("key", key)
   _check_step_pieces(model, regularizer, optimizer, lam)
   _checks.axis_name("axis_name", axis_name)
-  data_shape = models._data_shape(model.decoder)
+  data_shape = model.data_shape
   if data_shape is not None and tuple(batch.shape[1:]) != data_shape:
     dims = ", ".join(str(d) for d in data_shape)
     raise ValueError(
@@ -637,8 +615,7 @@ def make_parallel_step(mesh: jax.sharding.Mesh, *, model, regularizer,
         f"mesh must have a {DATA_AXIS!r} axis (make_mesh); got axes "
         f"{tuple(mesh.axis_names)}.")
   _check_step_pieces(model, regularizer, optimizer, lam)
-  if not isinstance(ensemble, bool):
-    raise TypeError(f"ensemble must be a Python bool; got {ensemble!r}.")
+  _checks.python_bool("ensemble", ensemble)
 
   def one_step(state, batch):
     return train_step(state, batch, step_key(state), model=model,
@@ -787,64 +764,6 @@ def _check_seed(seed) -> None:
     raise TypeError(
         f"seed must be an int or an integer scalar array; got "
         f"{type(seed).__name__} {seed!r:.80}.")
-
-
-def _optimizer_fields(config) -> None:
-  config_lib._check_config(config)
-  if config.schedule not in config_lib.SCHEDULES:
-    raise ValueError(
-        f"config.schedule must be one of {config_lib.SCHEDULES}; got "
-        f"{config.schedule!r}.")
-  _checks.positive("config.learning_rate", config.learning_rate)
-  for name in ("b1", "b2"):
-    value = getattr(config, name)
-    if not 0 <= value < 1:
-      raise ValueError(f"config.{name} must lie in [0, 1); got {value!r}.")
-  _checks.non_negative_int("config.warmup_steps", config.warmup_steps)
-  _checks.positive_int("config.steps", config.steps)
-  for name in ("lr_boundaries", "lr_factors"):
-    value = getattr(config, name)
-    if not isinstance(value, (tuple, list)) or not all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool)
-        and np.isfinite(v) for v in value):
-      raise ValueError(
-          f"config.{name} must be a tuple of finite numbers; got {value!r}.")
-
-  def require(condition: bool, message: str) -> None:
-    if not condition:
-      raise ValueError(f"config.{message}")
-
-  config_lib._check_piecewise(config, require)
-
-
-def _check_prior_scale(config) -> None:
-  value = config.prior_scale
-  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-      or not np.isfinite(value) or value <= 0):
-    raise ValueError(
-        f"config.prior_scale must be a finite number > 0; got {value!r}.")
-
-
-def _regularizer_fields(config) -> None:
-  config_lib._check_config(config)
-  if config.model not in config_lib.MODELS:
-    raise ValueError(f"config.model must be one of {config_lib.MODELS}; got "
-                     f"{config.model!r}.")
-  if config.prior not in priors_lib.PRIORS:
-    raise ValueError(
-        f"config.prior must be one of {tuple(priors_lib.PRIORS)}; got "
-        f"{config.prior!r}.")
-  _check_prior_scale(config)
-  if config.model == "vae" and config.prior_scale != 1:
-    raise ValueError(
-        f"config.prior_scale={config.prior_scale!r}: the VAE's KL is to "
-        f"N(0, I); set prior_scale=1 for model='vae'.")
-  _checks.positive("config.eps", config.eps)
-  _checks.non_negative("config.kernel_scale", config.kernel_scale)
-  _checks.non_negative_int("config.block_size", config.block_size)
-  _checks.non_negative_int("config.num_prior_samples",
-                           config.num_prior_samples)
-  _checks.positive_int("config.batch_size", config.batch_size)
 
 
 __all__ = [

@@ -126,16 +126,16 @@ def test_validate_rejects_bad_piecewise_fields(changes, message):
     config_lib.validate(WAE.replace(**changes))
 
 
-@pytest.mark.parametrize("changes, message", BAD_PIECEWISE + [
+@pytest.mark.parametrize("changes, message", [
     (dict(lr_boundaries=(0.5, float("nan"))),
-     "config.lr_boundaries must be a tuple of finite numbers"),
+     "lr_boundaries=.*must be a tuple of finite numbers"),
     (dict(lr_factors=("half", 0.2)),
-     "config.lr_factors must be a tuple of finite numbers"),
+     "lr_factors=.*must be a tuple of finite numbers"),
 ])
-def test_make_optimizer_rejects_bad_piecewise_fields(changes, message):
-  with pytest.raises(ValueError, match="config." + message.removeprefix(
-      "config.")):
-    train_lib.make_optimizer(WAE.replace(**changes))
+def test_validate_rejects_piecewise_fields_of_the_wrong_type(changes,
+                                                              message):
+  with pytest.raises(ValueError, match="bad config: " + message):
+    config_lib.validate(WAE.replace(**changes))
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -158,8 +158,6 @@ def test_vae_keeps_the_standard_normal_prior():
                      match=r"bad config: prior_scale=1.414.*VAE's KL is to "
                      r"N\(0, I\)"):
     config_lib.validate(vae)
-  with pytest.raises(ValueError, match="config.prior_scale=1.414"):
-    train_lib.make_regularizer(vae)
   config_lib.validate(vae.replace(prior_scale=1.0))
   for model in ("couae", "wae"):
     config_lib.validate(vae.replace(model=model))
@@ -196,8 +194,8 @@ def test_conv_kernel_size_reaches_the_networks():
                              jnp.zeros((1, 8, 8, 1)))
   assert variables["params"]["encoder"]["Conv_0"]["kernel"].shape[:2] == (5, 5)
   assert variables["params"]["decoder"]["output"]["kernel"].shape[:2] == (5, 5)
-  with pytest.raises(ValueError, match="config.conv_kernel_size"):
-    train_lib.build_model(config.replace(conv_kernel_size=0), (8, 8, 1))
+  with pytest.raises(ValueError, match="bad config: conv_kernel_size=0"):
+    config_lib.validate(config.replace(conv_kernel_size=0))
 
 
 def test_a_checkpoint_written_before_the_new_fields_resumes(tmp_path):

@@ -352,7 +352,11 @@ def _trace(module, x, **kwargs):
     (_trace(models.MLPDecoder(2), jnp.zeros((4, 2, 1))), ValueError,
      "z must be a batch of rank 2"),
     (_trace(models.MLPDecoder(2), jnp.zeros((4, 2), bool)), TypeError, "z"),
+    (_trace(models.MLPEncoder(2), jnp.zeros((0, 2))), ValueError,
+     "x must hold at least one example"),
     # ConvEncoder.__call__
+    (_trace(models.ConvEncoder(2), jnp.zeros((0, 8, 8, 1))), ValueError,
+     "x must hold at least one example"),
     (_trace(models.ConvEncoder(2), jnp.zeros((1, 9, 9, 1))), ValueError,
      r"x\.shape\[1:\].*even"),
     (_trace(models.ConvEncoder(2), jnp.zeros((9, 9, 1))), ValueError,
@@ -488,6 +492,9 @@ def test_encode_and_decode_reject_bad_model_or_variables(
 @pytest.mark.parametrize("x,error,match", [
     (jnp.zeros((4, 3)), ValueError, r"x must have shape \[B, 2\]"),
     (jnp.zeros(2), ValueError, r"x must have shape \[B, 2\]"),
+    # Was a ZeroDivisionError inside the encoder's reshape.
+    (jnp.zeros((0, 2)), ValueError,
+     r"x must hold at least one example; got shape \(0, 2\)"),
     (jnp.zeros((4, 2), jnp.int32), TypeError, "x must have a floating dtype"),
 ])
 def test_encode_rejects_bad_inputs(x, error, match):
@@ -500,6 +507,8 @@ def test_encode_rejects_bad_inputs(x, error, match):
 
 @pytest.mark.parametrize("z,error,match", [
     (jnp.zeros((4, 2)), ValueError, r"z must have shape \[B, 3\]"),
+    # Was an empty reconstruction, silently.
+    (jnp.zeros((0, 3)), ValueError, "z must hold at least one example"),
     (jnp.zeros((4, 3, 1)), ValueError, r"z must have shape \[B, 3\]"),
     (jnp.zeros((4, 3), jnp.int32), TypeError, "z must have a floating dtype"),
 ])
