@@ -5,31 +5,50 @@ For anyone who writes a kernel with the contract of `couae_jax.kernels`
 (`estimator(x: [n, h], y: [m, h]) -> []`) and wants to test it as the project
 tests its own:
 
-* `assert_kernel_properties(kernel, h=...)` checks, on a deterministic batch of
-  point pairs (ordinary, near-coincident, coincident and far apart), every
-  property listed in `KERNEL_PROPERTIES`, and raises `AssertionError` whose
-  message starts with the name of the first violated property.
+* `assert_kernel_properties(kernel, h=...)` checks every property listed in
+  `KERNEL_PROPERTIES` on deterministic point sets and raises `AssertionError`
+  whose message starts with the name of the first violated property.
 * `assert_mmd_properties(estimator, h=...)` does the same for estimators
   (`MMD_PROPERTIES`).
 * `sample_sets`, `point_pairs` and `float_dtypes` are Hypothesis strategies
   for sets of points and pairs of points, including near-coincident and
   far-apart ones. Hypothesis is optional: it is imported when a strategy is
-  built, so `import couae_jax.testing` needs only JAX, NumPy and chex.
+  built, so `import couae_jax.testing` needs only JAX and NumPy.
 
-Tolerances. Every comparison is `|a - b| <= rtol * |b| + atol`. `rtol`
-defaults by dtype (1e-4 for float32: the Coulomb kernel's power amplifies the
-rounding of its inputs by up to h/2); `atol` defaults to `rtol / 1000` times
-the largest kernel value seen, or for estimators to `rtol` times the estimate
-on two well-separated samples, so the checks are scale-free.
+Tolerances. Two evaluations `a` and `b` that are equal in exact arithmetic
+agree when `|a - b| <= rtol |b| + atol + r`. `rtol` defaults by dtype (1e-4
+for float32, 1e-9 for float64). `atol` defaults to `rtol / 1000` times the
+kernel's scale, the largest |k| over the test pairs at the scale of the points
+(not the far-apart or far-out ones). `r` is the kernel's own rounding error,
+estimated from its gradient: `r = 4 (e_a + e_b)` where, for each
+evaluation, `e = eps * sum_j (|x_j| |dk/dx_j| + |y_j| |dk/dy_j|)` is the
+first-order change of `k` when every input coordinate moves by one machine
+epsilon of the input dtype, relative. A kernel that evaluates a large argument
+(`cos(2 pi r / p)` at r >> p, a high power) has a large `e` there, so float32
+rounding is not reported as a broken property, and a failure message saying
+how much of the allowance was rounding means the difference is not.
+
+The kernel is evaluated under `jax.jit`, as models use it: a few
+compilations per run, one per point set, where eager evaluation compiles
+every operation for every new shape (about 0.5 s of CPU per run on a CPU
+host, 1 to 3 s for the first run at a new h and dtype); only `jit_agreement`
+and `traces` call it eagerly too.
+
+A pass is evidence, not proof: each property is checked on finitely many
+points (each function's docstring says which), and `positive_definite` in
+particular can only be refuted by a Gram matrix, never proven by one.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import math
-from typing import Any, Callable, Collection, Optional, Sequence
+import numbers
+import threading
+from typing import Any, Callable, Collection, Optional, Sequence, Union
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,18 +70,20 @@ KERNEL_PROPERTIES = (
     "rotation_invariance",     # k(R x, R y) == k(x, y), R orthogonal
     "monotone_decrease",       # radial kernels: non-increasing along rays
     "jit_agreement",           # jax.jit(kernel) agrees with eager kernel
-    "traces",                  # one trace per input shape
-    "positive_definite",       # PSD Gram matrix where claimed
+    "traces",                  # no new trace or compile for new values
+    "positive_definite",       # PSD Gram matrices where claimed
 )
 
 #: The properties `assert_mmd_properties` checks, in order.
 MMD_PROPERTIES = (
-    "shape",                   # a floating scalar
-    "finite",                  # finite value and gradients
-    "permutation_invariance",  # reordering either sample changes nothing
-    "symmetry",                # f(x, y) == f(y, x)
-    "blocked_agreement",       # dense and blocked estimators agree (+ grads)
-    "null_mean",               # mean ~ 0 over samples of one distribution
+    "shape",                    # a floating scalar
+    "finite",                   # finite value and gradients
+    "permutation_invariance",   # reordering either sample changes nothing
+    "symmetry",                 # f(x, y) == f(y, x)
+    "blocked_agreement",        # dense and blocked estimators agree (+ grads)
+    "null_mean",                # mean ~ 0 over samples of one distribution
+    "v_statistic_nonnegative",  # p.d. kernels: biased MMD² >= 0
+    "collapse_not_preferred",   # p.d. kernels: collapsed codes score >= matched
 )
 
 _DEFAULT_RTOL = {
@@ -72,12 +93,42 @@ _DEFAULT_RTOL = {
     np.dtype(jnp.bfloat16): 2e-1,
 }
 
-_GRAM_POINTS = 32  # points of the Gram matrix (PSD and broadcasting checks)
-_NULL_Z = 4.0      # standard errors the null mean may sit from 0
+# Multiplier of the gradient-based rounding-error estimate `e` of each
+# evaluation. `e` moves every input coordinate by one epsilon (twice the unit
+# roundoff) in the worst direction; an evaluation's actual error also holds
+# the rounding of its own arithmetic (a sum over h coordinates, a product by
+# 2 pi), which for a backward-stable evaluation is a few such input moves.
+# Measured against float64 on the kit's pairs, a float32 evaluation's error
+# beyond the rounding of its output (which rtol covers) is at most 1.54 e
+# (cos(2 pi |x - y| / 0.01) at h = 64, the worst of the kernels of
+# tests/test_kit_third_party.py), so two evaluations differ by at most
+# 1.54 (e_a + e_b); 4 leaves a margin, and the planted violations there
+# exceed it 10 to 1e6 times.
+_ROUNDING_FACTOR = 4.0
+
+_GRAM_POINTS = 32         # points of the broadcasting cloud (also a PSD set)
+_PD_POINTS = 144          # points of each further positive-definiteness set
+_RAYS = 4                 # random rays of the length-scale probe
+_AXIS_RAYS = 2            # probe rays along the first coordinate axes
+# Probe radii in units of spread * sqrt(2 h): six decades around the typical
+# distance of two test points, ten per decade.
+_PROBE_RADII = np.geomspace(1e-4, 1e2, 61)
+_INVARIANCE_PAIRS = 32
+# Invariance distances in units of the kernel's length scale: from where it
+# has barely moved to where it has mostly decayed.
+_INVARIANCE_DISTANCES = np.geomspace(1.0 / 16.0, 4.0, _INVARIANCE_PAIRS)
+_MIN_INFORMATIVE = 8      # pairs a comparison must be able to see move
+_NULL_Z = 4.0             # standard errors a mean may sit from its target
+_COLLAPSE = 1e-3          # collapsed codes lie within this many spreads of 0
 
 
 # ----------------------------------------------------------------------------
 # Shared helpers.
+
+
+class _Inconclusive(ValueError):
+  """A check that would compare nothing; a ValueError naming the argument to
+  change, raised past `_run_checks` (it is no verdict on the kernel)."""
 
 
 def _fail(prop: str, message: str) -> AssertionError:
@@ -85,7 +136,11 @@ def _fail(prop: str, message: str) -> AssertionError:
 
 
 def _np_dtype(dtype) -> np.dtype:
-  dtype = np.dtype(dtype)
+  try:
+    dtype = np.dtype(dtype)
+  except TypeError as error:
+    raise TypeError(f"dtype must be a NumPy or JAX dtype; got {dtype!r}."
+                    ) from error
   if not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f"dtype must be a floating dtype; got {dtype}.")
   if dtype == np.float64 and not jax.config.jax_enable_x64:
@@ -95,14 +150,78 @@ def _np_dtype(dtype) -> np.dtype:
   return dtype
 
 
-def _rng(key) -> np.random.Generator:
-  """A NumPy generator seeded from a JAX key (typed or raw uint32)."""
+def _seed_words(key) -> list[int]:
+  """The 32-bit words seeding the test points: from a JAX key (typed or raw
+  uint32) or a non-negative int seed, which means `jax.random.key(seed)`."""
   if key is None:
-    key = jax.random.key(0)
+    key = 0
+  if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+    if key < 0:
+      raise ValueError(f"key must be a JAX PRNG key or a non-negative int "
+                       f"seed; got {key}.")
+    key = jax.random.key(int(key))
+  if not isinstance(key, (jax.Array, np.ndarray)):
+    raise TypeError(f"key must be a JAX PRNG key (jax.random.key(seed)), a "
+                    f"raw uint32 key or an int seed; got {type(key).__name__} "
+                    f"{key!r:.60}.")
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(f"key must be a single PRNG key; got a key array of "
+                       f"shape {key.shape}.")
     key = jax.random.key_data(key)
-  words = np.asarray(key, np.uint32).ravel()
-  return np.random.default_rng([int(w) for w in words])
+  elif key.dtype != np.uint32 or key.ndim != 1:
+    raise TypeError(f"key must be a JAX PRNG key, a raw uint32 key of rank 1 "
+                    f"or an int seed; got an array of dtype {key.dtype} and "
+                    f"shape {key.shape}.")
+  return [int(w) for w in np.asarray(key, np.uint32).ravel()]
+
+
+def _generators(words: list[int], count: int) -> list[np.random.Generator]:
+  """Independent NumPy generators, one per point set, so that each set is the
+  same whichever checks run (and in whatever order the sets are built)."""
+  children = np.random.SeedSequence(words).spawn(count)
+  return [np.random.default_rng(c) for c in children]
+
+
+def _skip_names(skip, names: Sequence[str]) -> frozenset:
+  if isinstance(skip, str):  # one name, not its letters
+    skip = (skip,)
+  try:
+    skip = tuple(skip)
+  except TypeError as error:
+    raise TypeError(f"skip must be a property name or a collection of them; "
+                    f"got {skip!r}.") from error
+  if not all(isinstance(s, str) for s in skip):
+    raise TypeError(f"skip must hold property names (str); got {skip!r}.")
+  unknown = set(skip) - set(names)
+  if unknown:
+    raise ValueError(f"skip names unknown properties {sorted(unknown)}; "
+                     f"known: {list(names)}.")
+  return frozenset(skip)
+
+
+def _check_h(h) -> int:
+  if isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1:
+    raise ValueError(f"h must be a positive integer; got {h!r}.")
+  return int(h)
+
+
+def _positive_float(name: str, value) -> float:
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+      math.isfinite(value) and value > 0):
+    raise ValueError(f"{name} must be a positive finite number; got "
+                     f"{value!r}.")
+  return float(value)
+
+
+def _tolerance(name: str, value) -> Optional[float]:
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+      math.isfinite(value) and value >= 0):
+    raise ValueError(f"{name} must be None or a finite number >= 0; got "
+                     f"{value!r}.")
+  return float(value)
 
 
 def _default_rtol(dtype: np.dtype, rtol: Optional[float]) -> float:
@@ -118,27 +237,53 @@ def _unit(rng: np.random.Generator, shape) -> np.ndarray:
   return u / np.linalg.norm(u, axis=-1, keepdims=True)
 
 
-def _rotation(rng: np.random.Generator, h: int) -> np.ndarray:
-  """A Haar-random orthogonal `[h, h]` matrix (QR of a Gaussian), float64."""
-  q, r = np.linalg.qr(rng.standard_normal((h, h)))
+def _frame(rng: np.random.Generator, h: int, d: int) -> np.ndarray:
+  """`[h, d]` orthonormal columns spanning a random (Haar) subspace."""
+  q, r = np.linalg.qr(rng.standard_normal((h, d)))
   return q * np.sign(np.diag(r))[None, :]
 
 
-def _assert_close(prop: str, what: str, got, want, rtol: float, atol: float):
-  """`|got - want| <= rtol |want| + atol` elementwise, else AssertionError."""
+def _rotation(rng: np.random.Generator, h: int) -> np.ndarray:
+  """A Haar-random orthogonal `[h, h]` matrix, float64."""
+  return _frame(rng, h, h)
+
+
+def _round(a, dtype) -> np.ndarray:
+  """`a` rounded to `dtype`, back in float64: the points as the kernel sees
+  them, so that float64 arithmetic on them (rays) stays exact in order."""
+  return _f64(np.asarray(a, np.float64).astype(dtype))
+
+
+def _rounding_note(dtype: np.dtype) -> str:
+  return (f"r = {_ROUNDING_FACTOR:g} (e_a + e_b) allows the kernel's own "
+          f"rounding, e = eps({dtype}) * sum_j |x_j dk/dx_j| + |y_j dk/dy_j| "
+          f"(from its gradient), so the difference is not rounding; if the "
+          f"kernel's gradient is wrong or non-finite, r is too")
+
+
+def _assert_close(prop: str, what: str, got, want, *, rtol: float,
+                  atol: float, rounding=0.0,
+                  dtype: Optional[np.dtype] = None) -> np.ndarray:
+  """`|got - want| <= rtol |want| + atol + rounding` elementwise, else an
+  AssertionError; returns the allowed differences."""
   got, want = _f64(got), _f64(want)
   if got.shape != want.shape:
     raise _fail(prop, f"{what}: shapes {got.shape} and {want.shape} differ.")
-  bad = ~(np.abs(got - want) <= rtol * np.abs(want) + atol)
-  both_inf = np.isinf(got) & (got == want)
-  bad &= ~both_inf
+  rounding = np.broadcast_to(np.asarray(rounding, np.float64), want.shape)
+  allowed = rtol * np.abs(want) + atol + rounding
+  diff = np.abs(got - want)
+  bad = ~(diff <= allowed) & ~(np.isinf(got) & (got == want))
   if np.any(bad):
     i = np.unravel_index(np.argmax(bad), bad.shape)
+    note = f" ({_rounding_note(dtype)})" if dtype is not None else ""
     raise _fail(
         prop,
-        f"{what}: {int(bad.sum())} of {bad.size} values differ beyond rtol="
-        f"{rtol:g}, atol={atol:g}; first at index {tuple(int(j) for j in i)}: "
-        f"{float(got[i]):.8g} vs {float(want[i]):.8g}.")
+        f"{what}: {int(bad.sum())} of {bad.size} values differ beyond "
+        f"rtol |b| + atol + r (rtol={rtol:g}, atol={atol:g}); first at index "
+        f"{tuple(int(j) for j in i)}: {got[i]:.8g} vs {want[i]:.8g}, "
+        f"difference {diff[i]:.3g}, allowed {allowed[i]:.3g} of which "
+        f"r = {rounding[i]:.3g}{note}.")
+  return allowed
 
 
 def _assert_finite(prop: str, what: str, value):
@@ -151,17 +296,15 @@ def _assert_finite(prop: str, what: str, value):
                 f"{tuple(int(j) for j in i)}: {float(value[i])}.")
 
 
-def _run_checks(names: Sequence[str], checks: dict, skip: Collection[str],
+def _run_checks(names: Sequence[str], checks: dict, skip: frozenset,
                 context) -> None:
-  unknown = set(skip) - set(names)
-  if unknown:
-    raise ValueError(f"skip names unknown properties {sorted(unknown)}; "
-                     f"known: {list(names)}.")
   for name in names:
     if name in skip:
       continue
     try:
       checks[name](context)
+    except _Inconclusive:
+      raise
     except AssertionError as error:
       if str(error).startswith(f"{name}:"):
         raise
@@ -170,166 +313,385 @@ def _run_checks(names: Sequence[str], checks: dict, skip: Collection[str],
       raise _fail(name, f"raised {type(error).__name__}: {error}") from error
 
 
-@functools.lru_cache(maxsize=1)
-def _chex_trace_counter():
-  """chex's global trace counter, to forget our own entry; None if moved."""
+@contextlib.contextmanager
+def _compilations():
+  """Collects the names of the programs JAX traces, lowers or compiles in
+  this thread while active (JAX's monitoring events; other threads' work is
+  not counted)."""
+  thread, events = threading.get_ident(), []
+
+  def listener(event: str, duration: float, **kwargs) -> None:
+    del duration, kwargs
+    if event.startswith("/jax/core/compile/") and (
+        threading.get_ident() == thread):
+      events.append(event.rsplit("/", 1)[-1].removesuffix("_duration"))
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    # pylint: disable-next=g-import-not-at-top
-    from chex._src import asserts_internal
-    counter = asserts_internal.TRACE_COUNTER
-  except (ImportError, AttributeError):  # pragma: no cover - chex internals
-    return None
-  return counter if hasattr(counter, "keys") else None
+    yield events
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
-def _jit_with_trace_count(fn: Callable, n: int):
-  """`jax.jit(chex.assert_max_traces(fn, n))` and a function forgetting it.
-
-  chex keys its counter by the call stack's function names and the source,
-  which repeat across calls of `assert_kernel_properties`; the returned
-  `forget` removes this check's entry (or, should chex's internals move, clears
-  the counter) so that repeated checks do not count each other's traces.
-  """
-  counter = _chex_trace_counter()
-  before = set(counter.keys()) if counter is not None else set()
-
-  def forget():
-    if counter is None:  # pragma: no cover - chex internals
-      chex.clear_trace_counter()
-      return
-    for k in set(counter.keys()) - before:
-      del counter[k]
-
-  def kernel_under_jit(x, y):
-    return fn(x, y)
-
-  return jax.jit(chex.assert_max_traces(kernel_under_jit, n=n)), forget
+def _summary(events: Sequence[str]) -> str:
+  return ", ".join(f"{n} x {e}" for e, n in collections.Counter(
+      events).items())
 
 
 # ----------------------------------------------------------------------------
 # Kernels.
 
 
-class _KernelCase:
-  """The kernel, its claims, and a deterministic batch of point pairs.
+class _Jitted:
+  """The kernel, with its per-pair gradients, under `jax.jit`, with an eager
+  fallback.
 
-  All pairs are rows of two `[N, h]` arrays evaluated with one call, so each
-  check costs slicing; named slices select the pairs of each check.
+  Every property but `jit_agreement` and `traces` is checked on the jitted
+  kernel, the way models use it, with its values and gradients from one
+  program: a compilation per shape instead of one per operation and shape
+  (eager), which makes the kit several times faster on new shapes. A kernel
+  that cannot be jitted is evaluated eagerly instead, and `jit_agreement`
+  reports why.
   """
 
-  def __init__(self, kernel, h, rng, dtype, spread, bounds, radial,
+  def __init__(self, kernel):
+    self.kernel = kernel
+    self.error: Optional[Exception] = None
+
+    def kernel_under_jit(x, y):  # any callable, weak-referenceable or not
+      return kernel(x, y)
+
+    def with_grads(x, y):
+      # The pairs are independent rows, so one vector-Jacobian product with
+      # ones gives every pair's own gradient.
+      k, vjp = jax.vjp(kernel, x, y)
+      return (k, *vjp(jnp.ones_like(k)))
+
+    self._values = jax.jit(kernel_under_jit)
+    self._with_grads = jax.jit(with_grads)
+    self._eager_with_grads = with_grads
+
+  def values(self, x, y) -> np.ndarray:
+    if self.error is None:
+      try:
+        return np.asarray(self._values(x, y))
+      except Exception as error:  # pylint: disable=broad-except
+        self.error = error
+    return np.asarray(self.kernel(x, y))
+
+  def with_grads(self, x, y) -> tuple[np.ndarray, ...]:
+    if self.error is None:
+      try:
+        return tuple(np.asarray(a) for a in self._with_grads(x, y))
+      except Exception:  # pylint: disable=broad-except
+        pass  # the kernel, or only its gradient, cannot be jitted
+    values = self.values(x, y)
+    try:
+      _, gx, gy = self._eager_with_grads(x, y)
+    except Exception as error:  # pylint: disable=broad-except
+      # No gradient: the values stand; a gradient check raises this.
+      gx = gy = error
+    return values, gx, gy
+
+
+class _Batch:
+  """Named groups of point pairs stacked into two `[N, h]` arrays.
+
+  One call evaluates every group (each new shape compiles); `part(name, a)`
+  slices a group's rows out of any per-pair array `a`.
+  """
+
+  def __init__(self, jitted: _Jitted, dtype: np.dtype, parts: dict):
+    self.jitted, self.dtype = jitted, dtype
+    self.slices, start = {}, 0
+    for name, (a, _) in parts.items():
+      self.slices[name] = slice(start, start + len(a))
+      start += len(a)
+    # Rounded to dtype once: every evaluation refers to exactly these points.
+    self.x = np.concatenate([a for a, _ in parts.values()]).astype(dtype)
+    self.y = np.concatenate([b for _, b in parts.values()]).astype(dtype)
+    self.swap_events: list[str] = []
+
+  def part(self, name: str, array):
+    return array[self.slices[name]]
+
+  @functools.cached_property
+  def _evaluated(self) -> tuple:
+    return self.jitted.with_grads(jnp.asarray(self.x), jnp.asarray(self.y))
+
+  @property
+  def values(self) -> np.ndarray:
+    return self._evaluated[0]
+
+  @property
+  def grads(self) -> tuple[np.ndarray, np.ndarray]:
+    _, gx, gy = self._evaluated
+    for g in (gx, gy):
+      if isinstance(g, Exception):
+        raise g
+    return _f64(gx), _f64(gy)
+
+  @functools.cached_property
+  def swapped(self) -> np.ndarray:
+    # The second call of the same program on these shapes: it must trace
+    # nothing (the `traces` check), so it is counted.
+    _ = self._evaluated
+    with _compilations() as events:
+      out = self.jitted.with_grads(jnp.asarray(self.y), jnp.asarray(self.x))
+    self.swap_events = events
+    return out[0]
+
+  @functools.cached_property
+  def rounding(self) -> np.ndarray:
+    """Per pair, `e`: the first-order change of k when every input coordinate
+    moves by one epsilon of the input dtype, relative (0 where the gradient is
+    not finite: no allowance is better than an infinite one)."""
+    gx, gy = self.grads
+    e = np.sum(np.abs(_f64(self.x) * gx) + np.abs(_f64(self.y) * gy), -1)
+    e *= float(jnp.finfo(self.dtype).eps)
+    return np.where(np.isfinite(e), e, 0.0)
+
+
+class _KernelCase:
+  """The kernel, its claims, and its point sets, each built and evaluated on
+  first use (so each check raises under its own name).
+
+  * `probe`: rays from a few points, out to six decades of distance; gives
+    the kernel's length scale and the monotone check.
+  * `main`: ordinary, near-coincident, coincident and far pairs, invariance
+    pairs at the kernel's length scale with their translated and rotated
+    copies, and the pairs of a 32-point cloud.
+  * `pd_grams`: Gram matrices of the positive-definiteness point sets.
+  * `eager`: the eager kernel on the main pairs (jit agreement, traces).
+  """
+
+  def __init__(self, kernel, h, words, dtype, spread, bounds, radial,
                positive_definite, rtol, atol):
-    self.kernel, self.h, self.dtype = kernel, h, dtype
+    self.kernel, self.h, self.dtype, self.spread = kernel, h, dtype, spread
     self.bounds, self.radial = bounds, radial
     self.positive_definite = positive_definite
-    self.rtol = rtol
-    self._atol = atol
-    s = spread
-    unit = s * math.sqrt(2.0 * h)  # rms distance of two N(0, s^2 I) points
+    self.rtol, self._atol = rtol, atol
+    self.compiled = _Jitted(kernel)
+    # The rms distance of two N(0, spread^2 I_h) points.
+    self.unit = spread * math.sqrt(2.0 * h)
+    self._rng_probe, self._rng_main, self._rng_pd = _generators(words, 3)
+
+  # Point sets.
+
+  @functools.cached_property
+  def rays(self) -> int:
+    return _RAYS + min(_AXIS_RAYS, self.h)
+
+  @functools.cached_property
+  def probe(self) -> _Batch:
+    rng, h = self._rng_probe, self.h
+    # Start points rounded first: then every coordinate of x0 + r u, rounded,
+    # is monotone in r, so the rounded distances never decrease along a ray.
+    x0 = _round(rng.standard_normal((self.rays, h)) * self.spread,
+                self.dtype)
+    # Random directions, then coordinate axes: a kernel of the L1 distance,
+    # or a product over coordinates, has another length scale along them.
+    u = np.concatenate([_unit(rng, (_RAYS, h)),
+                        np.eye(h)[:self.rays - _RAYS]])
+    radii = self.unit * np.concatenate([[0.0], _PROBE_RADII])
+    y = x0[:, None, :] + radii[None, :, None] * u[:, None, :]
+    return _Batch(self.compiled, self.dtype,
+                  {"ray": (np.repeat(x0, len(radii), 0), y.reshape(-1, h))})
+
+  def _first_moves(self, rays: slice) -> float:
+    """The median over `rays` of the first probe distance at which k has
+    moved by half of k(x0, x0); spread sqrt(2 h) where it never does (a flat
+    kernel: any distance shows the same)."""
+    k = _f64(self.probe.values).reshape(self.rays, -1)[rays]
+    k0 = k[:, :1]
+    with np.errstate(invalid="ignore"):
+      moved = np.abs(k[:, 1:] - k0) >= 0.5 * np.abs(k0)
+    firsts = [_PROBE_RADII[np.argmax(m)] for m, c in zip(moved, k0[:, 0])
+              if np.isfinite(c) and c != 0 and m.any()]
+    return self.unit * (float(np.median(firsts)) if firsts else 1.0)
+
+  @functools.cached_property
+  def length(self) -> float:
+    """The kernel's length scale ℓ, along random directions."""
+    return self._first_moves(slice(0, _RAYS))
+
+  @functools.cached_property
+  def axis_length(self) -> float:
+    """The kernel's length scale along the first coordinate axes."""
+    return self._first_moves(slice(_RAYS, None))
+
+  @functools.cached_property
+  def main(self) -> _Batch:
+    rng, h, s, dtype = self._rng_main, self.h, self.spread, self.dtype
     parts = {}
-
-    def add(name, x, y):
-      parts[name] = (np.asarray(x, np.float64).astype(dtype),
-                     np.asarray(y, np.float64).astype(dtype))
-
     n = 16
-    x = rng.standard_normal((n, h)) * s
-    add("random", x, rng.standard_normal((n, h)) * s)
+    parts["random"] = (rng.standard_normal((n, h)) * s,
+                       rng.standard_normal((n, h)) * s)
     # Near-coincident: offsets from 1e-6 to 1e-2 spreads, and one ulp.
     x = rng.standard_normal((n, h)) * s
     offsets = s * np.geomspace(1e-6, 1e-2, n - 4)[:, None] * _unit(
         rng, (n - 4, h))
-    last = _f64(x[n - 4:].astype(dtype))
-    near = np.concatenate([x[:n - 4] + offsets, last + _ulp(last, dtype)])
-    add("near", x, near)
+    last = _round(x[n - 4:], dtype)
+    parts["near"] = (x, np.concatenate([x[:n - 4] + offsets,
+                                        last + _ulp(last, dtype)]))
     x = rng.standard_normal((8, h)) * s
     x[0] = 0.0
     x[1] *= 1e3
-    add("coincident", x, x)
+    parts["coincident"] = (x, x)
     x = rng.standard_normal((8, h)) * s
-    add("far", x, x + 100.0 * unit * _unit(rng, (8, h)))
-    # Invariance: distances between unit/2 and 2 unit, where rounding the
-    # moved points perturbs the kernel by a few ulps times its log-slope.
-    x = rng.standard_normal((n, h)) * s
-    y = x + (unit * rng.uniform(0.5, 2.0, (n, 1))) * _unit(rng, (n, h))
-    add("invariance", x, y)
-    x, y = (_f64(a) for a in parts["invariance"])
+    parts["far"] = (x, x + 100.0 * self.unit * _unit(rng, (8, h)))
+    # Invariance pairs at the kernel's own length scale (not the points'),
+    # where it is neither flat nor negligible; they are rounded before being
+    # moved, so that each moved pair is the same pair in exact arithmetic.
+    m = _INVARIANCE_PAIRS
+    x = _round(rng.standard_normal((m, h)) * s, dtype)
+    y = _round(x + (self.length * _INVARIANCE_DISTANCES)[:, None]
+               * _unit(rng, (m, h)), dtype)
+    parts["invariance"] = (x, y)
     shift = 3.0 * s * rng.standard_normal((1, h))
-    add("translated", x + shift, y + shift)
+    parts["translated"] = (x + shift, y + shift)
     rot = _rotation(rng, h)
-    add("rotated", x @ rot.T, y @ rot.T)
-    # Rays from x0 along u: rounding is monotone, so the rounded distances
-    # never decrease along a ray.
-    rays, radii = 4, np.concatenate([[0.0], np.geomspace(1e-3, 4.0, 40)])
-    x0 = _f64((rng.standard_normal((rays, h)) * s).astype(dtype))
-    u = _unit(rng, (rays, h))
-    ray_y = x0[:, None, :] + unit * radii[None, :, None] * u[:, None, :]
-    add("ray", np.repeat(x0, len(radii), 0), ray_y.reshape(-1, h))
-    self.ray_shape = (rays, len(radii))
-    # Gram points: a cloud with a few near-duplicates, all pairs as rows.
+    parts["rotated"] = (x @ rot.T, y @ rot.T)
+    # A cloud of points at several radii with a few near-duplicates; all its
+    # pairs as rows (the broadcasting check and a positive-definiteness set).
     g = rng.standard_normal((_GRAM_POINTS, h)) * s
     g *= rng.uniform(0.25, 1.5, (_GRAM_POINTS, 1))
     g[-4:] = g[:4] + 1e-2 * s * _unit(rng, (4, h))
     self.gram_points = g.astype(dtype)
-    gp = _f64(self.gram_points)
-    add("gram", np.repeat(gp, _GRAM_POINTS, 0), np.tile(gp, (_GRAM_POINTS, 1)))
+    g = _f64(self.gram_points)
+    parts["gram"] = (np.repeat(g, _GRAM_POINTS, 0),
+                     np.tile(g, (_GRAM_POINTS, 1)))
+    return _Batch(self.compiled, dtype, parts)
 
-    self.slices, start = {}, 0
-    for name, (a, _) in parts.items():
-      self.slices[name] = slice(start, start + a.shape[0])
-      start += a.shape[0]
-    self.x = np.concatenate([a for a, _ in parts.values()])
-    self.y = np.concatenate([b for _, b in parts.values()])
-    self._cache = {}
+  @functools.cached_property
+  def pd_sets(self) -> dict[str, np.ndarray]:
+    """`_PD_POINTS`-point sets whose Gram matrices must be PSD, by name.
 
-  # Lazily evaluated outputs (each check raises under its own name).
+    Lattices in random 2- and 3-dimensional subspaces at the kernel's length
+    scale: a radial kernel restricted to a subspace is the same function of
+    distance there, and regular lattices show the negative Fourier lobes of
+    kernels that are positive definite only in lower dimension (the triangle
+    max(0, 1 - r) is so only in R^1). A lattice in the plane of the first
+    two coordinates, at the length along them (where a kernel of the L1
+    distance is that of R^2). A radial spread of points around one point at
+    1/8 to 4 lengths; and codes collapsed onto the mean beside a sample of
+    N(0, spread^2 I), where the paper's Coulomb kernel fails above h = 4.
+    """
+    rng, h, s, ell = self._rng_pd, self.h, self.spread, self.length
+    sets = {}
 
-  def cached(self, name, compute):
-    if name not in self._cache:
-      self._cache[name] = compute()
-    return self._cache[name]
+    def lattice(shape, spacing, axes=False):
+      if h < len(shape):  # h = 1: a line of as many points
+        shape = (_PD_POINTS,)
+      d = len(shape)
+      ticks = [spacing * (np.arange(k) - 0.5 * (k - 1)) for k in shape]
+      grid = np.stack(np.meshgrid(*ticks, indexing="ij"), -1).reshape(-1, d)
+      frame = np.eye(h)[:, :d] if axes else _frame(rng, h, d)
+      where = "in the first coordinates" if axes else "in a random subspace"
+      sets[f"{d}-D lattice {where}, spacing {spacing:.3g}"] = (
+          rng.standard_normal(h) * s + grid @ frame.T)
 
-  @property
-  def values(self) -> np.ndarray:
-    return self.cached("values", lambda: np.asarray(
-        self.kernel(jnp.asarray(self.x), jnp.asarray(self.y))))
+    lattice((12, 12), 0.5 * ell)
+    lattice((12, 12), ell)
+    if h >= 3:
+      lattice((6, 6, 4), ell)
+    else:
+      lattice((12, 12), 0.75 * ell)
+    # Along the coordinate axes a kernel of the L1 distance is that of R^2,
+    # which a random plane of R^h (where |.|_1 is nearly radial) hides.
+    lattice((12, 12), 0.5 * self.axis_length, axes=True)
+    radii = ell * np.exp(rng.uniform(np.log(1 / 8), np.log(4), _PD_POINTS))
+    sets["radial spread around one point"] = rng.standard_normal(h) * s + (
+        radii[:, None] * _unit(rng, (_PD_POINTS, h)))
+    collapsed = _COLLAPSE * s * rng.standard_normal((_PD_POINTS // 3, h))
+    cloud = s * rng.standard_normal((_PD_POINTS - len(collapsed), h))
+    sets[f"{len(collapsed)} codes collapsed onto 0 beside {len(cloud)} of "
+         f"N(0, spread^2 I)"] = np.concatenate([collapsed, cloud])
+    return sets
 
-  @property
-  def swapped(self) -> np.ndarray:
-    return self.cached("swapped", lambda: np.asarray(
-        self.kernel(jnp.asarray(self.y), jnp.asarray(self.x))))
+  def pd_grams(self):
+    """(description, points, Gram matrix) of every positive-definiteness set,
+    the 32-point cloud first; the rest by one broadcast call."""
+    yield (f"{_GRAM_POINTS}-point cloud", _GRAM_POINTS,
+           self.main.part("gram", self.main.values).reshape(
+               _GRAM_POINTS, _GRAM_POINTS))
+    points = jnp.asarray(np.stack(list(self.pd_sets.values())).astype(
+        self.dtype))
+    grams = self.compiled.values(points[:, :, None, :], points[:, None, :, :])
+    for name, gram in zip(self.pd_sets, grams):
+      yield name, _PD_POINTS, gram
 
-  @property
-  def grads(self):
-    def compute():
-      f = lambda a, b: jnp.sum(self.kernel(a, b))
-      gx, gy = jax.grad(f, argnums=(0, 1))(jnp.asarray(self.x),
-                                          jnp.asarray(self.y))
-      return np.asarray(gx), np.asarray(gy)
-    return self.cached("grads", compute)
+  @functools.cached_property
+  def eager(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The eager kernel on the main pairs, (x, y) then (y, x), counting what
+    the second call traces or compiles (nothing, for a kernel whose Python
+    code does not depend on the values)."""
+    x, y = jnp.asarray(self.main.x), jnp.asarray(self.main.y)
+    first = np.asarray(self.kernel(x, y))
+    with _compilations() as events:
+      second = np.asarray(self.kernel(y, x))
+    return first, second, events
 
-  @property
+  @functools.cached_property
   def atol(self) -> float:
     if self._atol is not None:
-      return float(self._atol)
-    finite = np.abs(_f64(self.values))
-    finite = finite[np.isfinite(finite)]
-    top = float(finite.max()) if finite.size else 1.0
-    return self.rtol * 1e-3 * top
+      return self._atol
+    # The kernel's scale: its largest |value| over the pairs at the scale of
+    # the points. Not the coincident pairs (one point sits 1e3 spreads out,
+    # where a polynomial kernel is 1e12 times larger) nor the far ones.
+    v = np.abs(_f64(self.main.values))
+    ordinary = np.concatenate([self.main.part(p, v) for p in (
+        "random", "near", "invariance", "gram")])
+    ordinary = ordinary[np.isfinite(ordinary)]
+    return self.rtol * 1e-3 * (float(ordinary.max()) if ordinary.size else 0.)
 
-  def part(self, name):
-    return self.values[self.slices[name]]
+  def close(self, prop, what, got, want, e_got, e_want):
+    """`_assert_close` with this case's tolerances and rounding allowance."""
+    return _assert_close(prop, what, got, want, rtol=self.rtol,
+                         atol=self.atol,
+                         rounding=_ROUNDING_FACTOR * (e_got + e_want),
+                         dtype=self.dtype)
+
+  def require_informative(self, prop: str, allowed, want) -> None:
+    """Raises `_Inconclusive` unless at least `_MIN_INFORMATIVE` compared
+    values could be seen to halve or double: a check that compared values
+    within their tolerance of 0 compared nothing."""
+    informative = allowed < 0.5 * np.abs(_f64(want))
+    if int(informative.sum()) >= _MIN_INFORMATIVE:
+      return
+    d = self.length * _INVARIANCE_DISTANCES
+    raise _Inconclusive(
+        f"{prop}: cannot be checked with spread={self.spread:g}: the "
+        f"kernel's values at {int((~informative).sum())} of "
+        f"{informative.size} test pairs (distances {d[0]:.3g} to "
+        f"{d[-1]:.3g}, from its length scale {self.length:.3g} measured "
+        f"along rays) are within their tolerance of 0 (atol={self.atol:g}), "
+        f"so the check would compare nothing. Pass the spread (a length) at "
+        f"which the kernel is not negligible, a smaller atol, or "
+        f"skip=('{prop}',).")
+
+
+def _output(case: _KernelCase, x_shape, y_shape):
+  """The kernel's output (shape and dtype) for inputs of these shapes: traced
+  (`jax.eval_shape`), or, for a kernel that cannot be traced, evaluated on
+  zeros, so that its shape is judged here and its tracing by
+  `jit_agreement`."""
+  dtype = case.dtype
+  try:
+    return jax.eval_shape(case.kernel, jax.ShapeDtypeStruct(x_shape, dtype),
+                          jax.ShapeDtypeStruct(y_shape, dtype))
+  except Exception:  # pylint: disable=broad-except
+    return case.kernel(jnp.zeros(x_shape, dtype), jnp.zeros(y_shape, dtype))
 
 
 def _check_shape(case: _KernelCase) -> None:
-  h, dtype = case.h, case.dtype
+  h = case.h
   cases = [((h,), (h,), ()), ((5, h), (5, h), (5,)), ((5, h), (h,), (5,)),
            ((h,), (3, h), (3,)), ((5, 1, h), (1, 3, h), (5, 3)),
            ((2, 1, 1, h), (4, 3, h), (2, 4, 3))]
   for x_shape, y_shape, want in cases:
     try:
-      out = jax.eval_shape(case.kernel, jax.ShapeDtypeStruct(x_shape, dtype),
-                           jax.ShapeDtypeStruct(y_shape, dtype))
+      out = _output(case, x_shape, y_shape)
     except Exception as error:  # pylint: disable=broad-except
       raise _fail("shape", f"kernel(x, y) raised {type(error).__name__} for "
                   f"x.shape={x_shape}, y.shape={y_shape} (expected output "
@@ -343,10 +705,7 @@ def _check_shape(case: _KernelCase) -> None:
 
 
 def _check_dtype(case: _KernelCase) -> None:
-  out = jax.eval_shape(case.kernel,
-                       jax.ShapeDtypeStruct((5, case.h), case.dtype),
-                       jax.ShapeDtypeStruct((5, case.h), case.dtype))
-  got = np.dtype(out.dtype)
+  got = np.dtype(_output(case, (5, case.h), (5, case.h)).dtype)
   allowed = {case.dtype}
   if case.dtype.itemsize < 4:
     allowed.add(np.dtype(np.float32))
@@ -356,120 +715,160 @@ def _check_dtype(case: _KernelCase) -> None:
 
 
 def _check_coincident(case: _KernelCase) -> None:
-  sl = case.slices["coincident"]
-  _assert_finite("coincident_points", "k(x, x)", case.values[sl])
-  gx, gy = case.grads
-  _assert_finite("coincident_points", "d k(x, y) / dx at x == y", gx[sl])
-  _assert_finite("coincident_points", "d k(x, y) / dy at x == y", gy[sl])
+  main = case.main
+  _assert_finite("coincident_points", "k(x, x)",
+                 main.part("coincident", main.values))
+  gx, gy = main.grads
+  _assert_finite("coincident_points", "d k(x, y) / dx at x == y",
+                 main.part("coincident", gx))
+  _assert_finite("coincident_points", "d k(x, y) / dy at x == y",
+                 main.part("coincident", gy))
 
 
 def _check_finite(case: _KernelCase) -> None:
-  gx, gy = case.grads
-  for name, sl in case.slices.items():
+  main = case.main
+  gx, gy = main.grads
+  for name in main.slices:
     if name == "coincident":
       continue
-    _assert_finite("finite", f"k(x, y) on the {name} pairs", case.values[sl])
-    _assert_finite("finite", f"d k / dx on the {name} pairs", gx[sl])
-    _assert_finite("finite", f"d k / dy on the {name} pairs", gy[sl])
+    _assert_finite("finite", f"k(x, y) on the {name} pairs",
+                   main.part(name, main.values))
+    _assert_finite("finite", f"d k / dx on the {name} pairs",
+                   main.part(name, gx))
+    _assert_finite("finite", f"d k / dy on the {name} pairs",
+                   main.part(name, gy))
+  _assert_finite("finite", "k(x, y) along the probe rays (to "
+                 f"{_PROBE_RADII[-1]:g} spread sqrt(2 h))", case.probe.values)
 
 
 def _check_broadcasting(case: _KernelCase) -> None:
+  main = case.main  # builds the cloud
   p = jnp.asarray(case.gram_points)
-  gram = np.asarray(case.kernel(p[:, None, :], p[None, :, :]))
-  paired = case.part("gram").reshape(_GRAM_POINTS, _GRAM_POINTS)
-  _assert_close("broadcasting",
-                "kernel(p[:, None], p[None]) vs kernel on the paired rows",
-                gram, paired, case.rtol, case.atol)
+  gram = case.compiled.values(p[:, None, :], p[None, :, :])
+  shape = (_GRAM_POINTS, _GRAM_POINTS)
+  paired = main.part("gram", main.values).reshape(shape)
+  e = main.part("gram", main.rounding).reshape(shape)
+  case.close("broadcasting",
+             "kernel(p[:, None], p[None]) vs kernel on the paired rows",
+             gram, paired, e, e)
 
 
 def _check_symmetry(case: _KernelCase) -> None:
-  _assert_close("symmetry", "k(x, y) != k(y, x)", case.values, case.swapped,
-                case.rtol, case.atol)
+  e = case.main.rounding
+  case.close("symmetry", "k(y, x) vs k(x, y)", case.main.swapped,
+             case.main.values, e, e)
 
 
 def _check_bounds(case: _KernelCase) -> None:
-  values = _f64(case.values)
+  values = np.concatenate([_f64(case.main.values), _f64(case.probe.values)])
   if case.bounds is None:
     _assert_finite("bounds", "k(x, y)", values)
     return
-  lo, hi = (float(b) for b in case.bounds)
+  lo, hi = case.bounds
   ends = [abs(b) for b in (lo, hi) if math.isfinite(b)]
-  slack = case.rtol * max(ends, default=0.0) + case.atol
+  e = np.concatenate([case.main.rounding, case.probe.rounding])
+  slack = case.rtol * max(ends, default=0.0) + case.atol + (
+      _ROUNDING_FACTOR * e)
   below, above = values < lo - slack, values > hi + slack
-  if np.any(below | above | np.isnan(values)):
-    i = int(np.argmax(below | above | np.isnan(values)))
-    raise _fail("bounds", f"{int(np.sum(below | above))} values lie outside "
-                f"the claimed [{lo:g}, {hi:g}] (slack {slack:g}); e.g. "
-                f"k = {values[i]:.8g} at |x - y| = "
-                f"{np.linalg.norm(_f64(case.x[i]) - _f64(case.y[i])):g}.")
+  bad = below | above | np.isnan(values)
+  if np.any(bad):
+    i = int(np.argmax(bad))
+    x = np.concatenate([case.main.x, case.probe.x])[i]
+    y = np.concatenate([case.main.y, case.probe.y])[i]
+    raise _fail("bounds", f"{int(bad.sum())} values lie outside the claimed "
+                f"[{lo:g}, {hi:g}] (slack rtol max(|lo|, |hi|) + atol + "
+                f"{_ROUNDING_FACTOR:g} e); e.g. k = {values[i]:.8g} at "
+                f"|x - y| = {np.linalg.norm(_f64(x) - _f64(y)):g}.")
+
+
+def _check_moved(case: _KernelCase, prop: str, moved: str, what: str) -> None:
+  main = case.main
+  want = main.part("invariance", main.values)
+  allowed = case.close(prop, what, main.part(moved, main.values), want,
+                       main.part(moved, main.rounding),
+                       main.part("invariance", main.rounding))
+  case.require_informative(prop, allowed, want)
 
 
 def _check_translation(case: _KernelCase) -> None:
-  _assert_close("translation_invariance", "k(x + c, y + c) != k(x, y)",
-                case.part("translated"), case.part("invariance"), case.rtol,
-                case.atol)
+  _check_moved(case, "translation_invariance", "translated",
+               "k(x + c, y + c) vs k(x, y)")
 
 
 def _check_rotation(case: _KernelCase) -> None:
-  _assert_close("rotation_invariance", "k(R x, R y) != k(x, y)",
-                case.part("rotated"), case.part("invariance"), case.rtol,
-                case.atol)
+  _check_moved(case, "rotation_invariance", "rotated",
+               "k(R x, R y) vs k(x, y)")
 
 
 def _check_monotone(case: _KernelCase) -> None:
   if not case.radial:
     return
-  k = _f64(case.part("ray")).reshape(case.ray_shape)
+  shape = (case.rays, len(_PROBE_RADII) + 1)
+  k = _f64(case.probe.values).reshape(shape)
+  e = _ROUNDING_FACTOR * case.probe.rounding.reshape(shape)
   rise = k[:, 1:] - k[:, :-1]
-  bad = rise > case.rtol * np.abs(k[:, :-1]) + case.atol
+  bad = rise > case.rtol * np.abs(k[:, :-1]) + case.atol + e[:, 1:] + e[:, :-1]
   if np.any(bad):
     ray, step = np.unravel_index(np.argmax(bad), bad.shape)
+    radii = case.unit * np.concatenate([[0.0], _PROBE_RADII])
     raise _fail("monotone_decrease",
                 f"a radial kernel must not increase with distance; along ray "
-                f"{ray} it rises from {k[ray, step]:.8g} to "
-                f"{k[ray, step + 1]:.8g} "
-                f"(step {step} -> {step + 1} of {k.shape[1]}).")
+                f"{ray} it rises from {k[ray, step]:.8g} at distance "
+                f"{radii[step]:.4g} to {k[ray, step + 1]:.8g} at "
+                f"{radii[step + 1]:.4g}.")
 
 
-def _check_jit_and_traces(case: _KernelCase, *, traces: bool) -> None:
-  def compute():
-    f, forget = _jit_with_trace_count(case.kernel, n=1)
-    try:
-      x, y = jnp.asarray(case.x), jnp.asarray(case.y)
-      first = np.asarray(f(x, y))
-      try:
-        second = np.asarray(f(y, x))
-        error = None
-      except AssertionError as e:  # chex: traced twice for one shape
-        second, error = None, e
-    finally:
-      forget()
-    return first, second, error
-  first, second, error = case.cached("jit", compute)
-  if traces:
-    if error is not None:
-      raise _fail("traces", f"jax.jit(kernel) was traced again for inputs of "
-                  f"the same shape and dtype: {error}") from error
-    return
-  _assert_close("jit_agreement", "jax.jit(kernel)(x, y) vs kernel(x, y)",
-                first, case.values, case.rtol, case.atol)
-  if second is not None:
-    _assert_close("jit_agreement", "jax.jit(kernel)(y, x) vs kernel(y, x)",
-                  second, case.swapped, case.rtol, case.atol)
+def _check_jit(case: _KernelCase) -> None:
+  jitted, swapped = case.main.values, case.main.swapped
+  if case.compiled.error is not None:
+    error = case.compiled.error
+    raise _fail("jit_agreement", f"jax.jit(kernel) raised "
+                f"{type(error).__name__}: {error}") from error
+  eager, eager_swapped, _ = case.eager
+  e = case.main.rounding
+  case.close("jit_agreement", "jax.jit(kernel)(x, y) vs kernel(x, y)", jitted,
+             eager, e, e)
+  case.close("jit_agreement", "jax.jit(kernel)(y, x) vs kernel(y, x)",
+             swapped, eager_swapped, e, e)
+
+
+def _check_traces(case: _KernelCase) -> None:
+  _, _, events = case.eager
+  if events:
+    raise _fail("traces", f"kernel(x, y), called eagerly a second time with "
+                f"new values of the same shapes and dtypes, traced or "
+                f"compiled again ({_summary(events)}): its Python code "
+                f"depends on the values, or it builds a new jitted function "
+                f"per call (jax.jit inside the kernel, a static argument "
+                f"that changes), so every call compiles.")
+  _ = case.main.swapped
+  if case.main.swap_events:
+    raise _fail("traces", f"jax.jit(kernel) was traced again for inputs of "
+                f"the same shapes and dtypes "
+                f"({_summary(case.main.swap_events)}): the kernel changes "
+                f"global JAX state that keys jit's cache (a config option), "
+                f"so every jitted call retraces.")
 
 
 def _check_psd(case: _KernelCase) -> None:
   if not case.positive_definite:
     return
-  gram = _f64(case.part("gram")).reshape(_GRAM_POINTS, _GRAM_POINTS)
-  eig = np.linalg.eigvalsh(0.5 * (gram + gram.T))
-  top = max(abs(eig[-1]), abs(eig[0]))
-  tol = max(case.rtol, 10 * _GRAM_POINTS * np.finfo(np.float32).eps) * top
-  if eig[0] < -tol:
-    raise _fail("positive_definite",
-                f"the kernel claims to be positive definite, but the Gram "
-                f"matrix of {_GRAM_POINTS} points has eigenvalue {eig[0]:g} "
-                f"(largest {eig[-1]:g}, tolerance {tol:g}).")
+  for name, n, gram in case.pd_grams():
+    _assert_finite("positive_definite", f"the Gram matrix of the {name}",
+                   gram)
+    eps = float(jnp.finfo(gram.dtype).eps)
+    gram = _f64(gram)
+    eig = np.linalg.eigvalsh(0.5 * (gram + gram.T))
+    top = float(np.max(np.abs(eig)))
+    # Rounding each entry by eps |k| moves an eigenvalue by at most about
+    # n eps max|k| <= n eps top; 10 of those, or rtol of the top.
+    tol = max(case.rtol, 10 * n * eps) * top
+    if eig[0] < -tol:
+      raise _fail("positive_definite",
+                  f"the kernel claims to be positive definite, but the Gram "
+                  f"matrix of the {name} ({n} points) has eigenvalue "
+                  f"{eig[0]:.4g} (largest {eig[-1]:.4g}, tolerance "
+                  f"max(rtol, 10 n eps) x largest = {tol:.3g}).")
 
 
 _KERNEL_CHECKS = {
@@ -483,60 +882,128 @@ _KERNEL_CHECKS = {
     "translation_invariance": _check_translation,
     "rotation_invariance": _check_rotation,
     "monotone_decrease": _check_monotone,
-    "jit_agreement": functools.partial(_check_jit_and_traces, traces=False),
-    "traces": functools.partial(_check_jit_and_traces, traces=True),
+    "jit_agreement": _check_jit,
+    "traces": _check_traces,
     "positive_definite": _check_psd,
 }
 
 
 def assert_kernel_properties(
     kernel: Callable[..., jax.Array], *, h: int,
-    key: Optional[jax.Array] = None, dtype: Any = jnp.float32,
+    key: Union[None, int, jax.Array] = None, dtype: Any = jnp.float32,
     bounds: Optional[tuple[float, float]] = None,
     radial: Optional[bool] = None, positive_definite: Optional[bool] = None,
     rtol: Optional[float] = None, atol: Optional[float] = None,
-    spread: float = 1.0, skip: Collection[str] = ()) -> None:
+    spread: float = 1.0, skip: Union[str, Collection[str]] = ()) -> None:
   """Checks that `kernel` has the properties of a well-behaved kernel.
 
   `kernel(x, y)` must follow the broadcasting contract of
   `couae_jax.kernels`: `x: [..., h]` and `y: [..., h]` broadcast over their
-  leading axes, and the result is `[...]`. The properties in
-  `KERNEL_PROPERTIES` are checked in order on a deterministic batch of point
-  pairs, drawn from N(0, spread² I_h): ordinary pairs, near-coincident pairs
-  (1e-6 to 1e-2 spreads apart, and one ulp apart), coincident pairs (the
-  origin included), far-apart pairs (100 rms distances), rays of increasing
-  distance, and the pairs of a 32-point Gram matrix.
+  leading axes, and the result is `[...]`. The test points are deterministic
+  given `key`, drawn around N(0, spread² I_h). First, rays from 4 points out
+  to 1e-4 ... 1e2 times `spread * sqrt(2h)` give the kernel's *length scale*
+  ℓ: the median distance at which k first moves by half of k(x, x). The
+  invariance pairs and the positive-definiteness sets are placed at ℓ, so
+  that they test the kernel where it is neither flat nor negligible,
+  whatever its own scale.
+
+  Tolerances. Two evaluations a, b equal in exact arithmetic must satisfy
+  `|a - b| <= rtol |b| + atol + r`, with `r = 4 (e_a + e_b)` the kernel's own
+  rounding (`e = eps sum_j |x_j dk/dx_j| + |y_j dk/dy_j|`, from its gradient;
+  module docstring) and `atol = rtol / 1000` times the largest |k| over the
+  pairs at the points' scale unless given.
+
+  The properties (`KERNEL_PROPERTIES`), in the order checked:
+
+  * `shape`: `jax.eval_shape` on six shape pairs (scalars, paired rows, one
+    side broadcast, outer products, rank-3 broadcasts) gives the contract's
+    output shape.
+  * `dtype`: floating output of the input dtype (or float32 for half inputs).
+  * `coincident_points`: k(x, x) and both gradients finite at 8 coincident
+    pairs, the origin and a point 1e3 spreads out among them.
+  * `finite`: values and gradients finite at every other pair: 16 random,
+    16 near-coincident (1e-6 to 1e-2 spreads and one ulp apart), 8 far
+    (100 sqrt(2h) spreads apart), the invariance pairs and their moved copies,
+    the cloud's pairs, and the probe rays (values only).
+  * `broadcasting`: `kernel(p[:, None], p[None])` on a 32-point cloud equals
+    the kernel on its 1024 pairs as rows (tolerance rule above).
+  * `symmetry`: k(y, x) equals k(x, y) on every pair (rule above).
+  * `bounds`: every value (probe rays included) lies in `bounds` up to a
+    slack `rtol max(|lo|, |hi|) + atol + 4 e`; with no bounds known, values
+    must be finite.
+  * `translation_invariance`: k(x + c, y + c) equals k(x, y) on 32 pairs at
+    distances ℓ/16 ... 4ℓ, c of norm about 3 spread sqrt(h) (rule above).
+  * `rotation_invariance`: k(R x, R y) equals k(x, y) on the same pairs, R a
+    random orthogonal matrix (rule above). Both invariance checks raise
+    `ValueError` (naming `spread`) instead of passing when fewer than 8 of
+    the 32 compared values exceed twice their allowed difference: a check
+    that compared values within tolerance of 0 compared nothing.
+  * `monotone_decrease` (radial kernels): along each ray, a step may rise by
+    at most `rtol |k| + atol + 4 (e + e')`.
+  * `jit_agreement`: `jax.jit(kernel)` agrees with the eager kernel on every
+    pair, both ways round (rule above).
+  * `traces`: calling the kernel eagerly again with new values of the same
+    shapes and dtypes, and the jitted kernel again, traces and compiles
+    nothing (counted with JAX's monitoring events): catches kernels that
+    build `jax.jit` per call, pass changing static arguments or change JAX's
+    config.
+  * `positive_definite` (where claimed): the Gram matrices of seven point
+    sets have no eigenvalue below `-max(rtol, 10 n eps) λ_max` (n points, eps
+    of the output dtype): the 32-point cloud; 144-point lattices in a random
+    plane at spacings ℓ/2 and ℓ, in a random 3-D subspace at ℓ (a plane at
+    3ℓ/4 for h < 3), and in the plane of the first two coordinates at half
+    the length scale along them; 144 points at ℓ/8 to 4ℓ around one point;
+    and 48 codes collapsed within 1e-3 spreads of 0 beside 96 points of
+    N(0, spread² I).
+
+  What a pass does not prove. Every check looks at finitely many points, so
+  a pass is evidence, not proof: a kernel may be asymmetric, non-invariant,
+  non-monotone or out of bounds elsewhere, or differ from its jitted self
+  on other shapes. `positive_definite` can only be refuted: a negative
+  eigenvalue beyond the tolerance proves the kernel is not positive definite,
+  but no finite Gram matrix proves that it is (a kernel whose violation is
+  smaller than the tolerance, or appears only for point sets unlike these,
+  passes); cite a theorem for the claim (Bochner, Schoenberg). Rounding
+  allowances come from the kernel's gradient, so a kernel with a wrong or
+  non-finite gradient gets a wrong allowance. Runs in float32 check float32
+  behaviour; `dtype=jnp.float64` checks the mathematics more sharply.
 
   The claims default to what `kernels.radial_form(kernel, h)` records for the
   library's kernels (and `functools.partial` of them). For any other callable
   `bounds` defaults to "finite", and the radial (monotone decrease) and
-  positive-definiteness checks run only when the caller asserts them.
+  positive-definiteness checks run only when the caller asserts them. Every
+  kernel is checked for translation and rotation invariance: skip those a
+  kernel does not claim (a dot-product kernel is not translation invariant,
+  one of the L1 distance is not rotation invariant).
 
   Args:
     kernel: the kernel, `[..., h], [..., h] -> [...]`.
     h: the latent size.
-    key: a JAX PRNG key seeding the test points; `jax.random.key(0)` if None.
+    key: a JAX PRNG key or an int seed (`jax.random.key(seed)`) for the test
+      points; `jax.random.key(0)` if None.
     dtype: dtype of the test points.
     bounds: `(lo, hi)` the values must lie in (ends may be infinite).
     radial: whether `k(x, y)` is a non-increasing function of `‖x - y‖`.
     positive_definite: whether Gram matrices must be positive semi-definite.
     rtol: relative tolerance; 1e-4 for float32, 1e-9 for float64, loose for
       half precision.
-    atol: absolute tolerance; defaults to `rtol / 1000` times the largest
-      kernel value seen.
+    atol: absolute tolerance; defaults to `rtol / 1000` times the kernel's
+      scale (above).
     spread: standard deviation of the test points (a length).
-    skip: names from `KERNEL_PROPERTIES` not to check (e.g.
-      `("translation_invariance", "rotation_invariance")` for a linear
-      kernel).
+    skip: a name, or names, from `KERNEL_PROPERTIES` not to check (e.g.
+      `("translation_invariance", "positive_definite")`).
 
   Returns:
-    None, if the kernel has every property.
+    None, if the kernel has every property checked.
 
   Raises:
     AssertionError: the message starts with the violated property's name,
-      e.g. `"symmetry: k(x, y) != k(y, x): ..."`.
+      e.g. `"symmetry: k(y, x) vs k(x, y): ..."`.
     ValueError: a bad argument (unknown `skip` names, float64 without x64,
-      hyperparameters the kernel's `radial_form` rejects for this `h`).
+      hyperparameters the kernel's `radial_form` rejects for this `h`), or an
+      invariance check that would compare nothing at this `spread`.
+    TypeError: a kernel that is not callable, a `key` or `skip` of the wrong
+      type.
 
   Example:
     >>> import functools
@@ -547,13 +1014,25 @@ def assert_kernel_properties(
     >>> testing.assert_kernel_properties(asymmetric, h=3)
     Traceback (most recent call last):
       ...
-    AssertionError: symmetry: k(x, y) != k(y, x): ...
+    AssertionError: symmetry: k(y, x) vs k(x, y): ...
   """
   dtype = _np_dtype(dtype)
-  if not isinstance(h, int) or isinstance(h, bool) or h < 1:
-    raise ValueError(f"h must be a positive integer; got {h!r}.")
+  h = _check_h(h)
   if not callable(kernel):
     raise TypeError(f"kernel must be callable; got {kernel!r}.")
+  skip = _skip_names(skip, KERNEL_PROPERTIES)
+  spread = _positive_float("spread", spread)
+  rtol, atol = _tolerance("rtol", rtol), _tolerance("atol", atol)
+  if bounds is not None:
+    try:
+      lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError) as error:
+      raise TypeError(f"bounds must be a pair (lo, hi) of numbers; got "
+                      f"{bounds!r}.") from error
+    if not lo <= hi:
+      raise ValueError(f"bounds must have lo <= hi; got {bounds!r}.")
+    bounds = (lo, hi)
+  words = _seed_words(key)
   form = kernels_lib.radial_form(kernel, h)
   if bounds is None and form is not None:
     bounds = form.bounds()
@@ -561,9 +1040,9 @@ def assert_kernel_properties(
     radial = form is not None
   if positive_definite is None:
     positive_definite = form is not None and form.positive_definite()
-  case = _KernelCase(kernel, h, _rng(key), dtype, float(spread), bounds,
-                     bool(radial), bool(positive_definite),
-                     _default_rtol(dtype, rtol), atol)
+  case = _KernelCase(kernel, h, words, dtype, spread, bounds, bool(radial),
+                     bool(positive_definite), _default_rtol(dtype, rtol),
+                     atol)
   _run_checks(KERNEL_PROPERTIES, _KERNEL_CHECKS, skip, case)
 
 
@@ -573,16 +1052,18 @@ def assert_kernel_properties(
 
 class _MmdCase:
 
-  def __init__(self, estimator, blocked, h, n, rng, dtype, spread, draws,
-               rtol, atol):
+  def __init__(self, estimator, blocked, kernel, positive_definite, h, n,
+               words, dtype, spread, draws, rtol, atol):
     # Every call below has the same shapes, so each estimator compiles once
     # (with its gradient; eager evaluation would compile every op).
-    self.raw_estimator = estimator
+    self.raw_estimator, self.kernel = estimator, kernel
+    self.positive_definite = positive_definite
     self.with_grad = jax.jit(jax.value_and_grad(estimator, argnums=(0, 1)))
     self.vmapped = jax.jit(jax.vmap(estimator))
     self.blocked_with_grad = None if blocked is None else jax.jit(
         jax.value_and_grad(blocked, argnums=(0, 1)))
-    self.dtype, self.rtol, self._atol = dtype, rtol, atol
+    self.n, self.dtype, self.rtol, self._atol = n, dtype, rtol, atol
+    rng = np.random.default_rng(words)
     cast = lambda a: jnp.asarray((a * spread).astype(dtype))
     self.x = cast(rng.standard_normal((n, h)))
     self.y = cast(rng.standard_normal((n, h)))
@@ -592,6 +1073,8 @@ class _MmdCase:
     self.perm_x, self.perm_y = rng.permutation(n), rng.permutation(n)
     self.null_x = cast(rng.standard_normal((draws, n, h)))
     self.null_y = cast(rng.standard_normal((draws, n, h)))
+    # Codes collapsed onto the prior's mean (distinct, not coincident).
+    self.collapsed = cast(_COLLAPSE * rng.standard_normal((draws, n, h)))
     self._cache = {}
 
   def cached(self, name, compute):
@@ -602,6 +1085,15 @@ class _MmdCase:
   def estimator(self, x, y) -> np.ndarray:
     return _f64(self.with_grad(x, y)[0])
 
+  def over_draws(self, xs, ys) -> np.ndarray:
+    """The estimator on each draw: vmapped, or one at a time if it is not
+    vmappable."""
+    try:
+      values = self.vmapped(xs, ys)
+    except Exception:  # pylint: disable=broad-except
+      values = [self.estimator(a, b) for a, b in zip(xs, ys)]
+    return _f64(np.stack([np.asarray(v) for v in values]))
+
   @property
   def value(self) -> np.ndarray:
     return self.cached("value", lambda: self.estimator(self.x, self.y))
@@ -611,8 +1103,13 @@ class _MmdCase:
     return self.cached("grad", lambda: self.with_grad(self.x, self.y)[1])
 
   @property
+  def null_values(self) -> np.ndarray:
+    return self.cached("null", lambda: self.over_draws(self.null_x,
+                                                       self.null_y))
+
+  @property
   def atol(self) -> float:
-    """`rtol / 1000` of the estimate's scale: its value on far samples."""
+    """`rtol` times the estimate's scale: its value on far samples."""
     if self._atol is not None:
       return float(self._atol)
     far = self.cached("far", lambda: _f64(self.estimator(self.x, self.y_far)))
@@ -642,15 +1139,17 @@ def _check_mmd_permutation(case: _MmdCase) -> None:
   px = case.estimator(case.x[case.perm_x], case.y)
   py = case.estimator(case.x, case.y[case.perm_y])
   _assert_close("permutation_invariance", "estimator(x[perm], y) vs "
-                "estimator(x, y)", px, case.value, case.rtol, case.atol)
+                "estimator(x, y)", px, case.value, rtol=case.rtol,
+                atol=case.atol)
   _assert_close("permutation_invariance", "estimator(x, y[perm]) vs "
-                "estimator(x, y)", py, case.value, case.rtol, case.atol)
+                "estimator(x, y)", py, case.value, rtol=case.rtol,
+                atol=case.atol)
 
 
 def _check_mmd_symmetry(case: _MmdCase) -> None:
   _assert_close("symmetry", "estimator(y, x) vs estimator(x, y)",
-                case.estimator(case.y, case.x), case.value, case.rtol,
-                case.atol)
+                case.estimator(case.y, case.x), case.value, rtol=case.rtol,
+                atol=case.atol)
 
 
 def _check_mmd_blocked(case: _MmdCase) -> None:
@@ -658,31 +1157,83 @@ def _check_mmd_blocked(case: _MmdCase) -> None:
     return
   value, blocked = case.blocked_with_grad(case.x, case.y)
   _assert_close("blocked_agreement", "blocked(x, y) vs estimator(x, y)",
-                value, case.value, case.rtol, case.atol)
+                value, case.value, rtol=case.rtol, atol=case.atol)
   dense = case.grad
   for name, d, b in zip("xy", dense, blocked):
     top = float(np.max(np.abs(_f64(d)))) if d.size else 0.0
     _assert_close("blocked_agreement", f"d blocked / d{name} vs "
-                  f"d estimator / d{name}", b, d, case.rtol,
-                  case.rtol * top + 1e-30)
+                  f"d estimator / d{name}", b, d, rtol=case.rtol,
+                  atol=case.rtol * top + 1e-30)
+
+
+def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
+  return float(values.mean()), float(values.std(ddof=1)) / math.sqrt(
+      len(values))
 
 
 def _check_mmd_null(case: _MmdCase) -> None:
-  try:
-    values = case.vmapped(case.null_x, case.null_y)
-  except Exception:  # pylint: disable=broad-except
-    # Not vmappable: one draw at a time.
-    values = [case.estimator(a, b) for a, b in zip(case.null_x, case.null_y)]
-  values = _f64(np.stack([np.asarray(v) for v in values]))
+  values = case.null_values
   _assert_finite("null_mean", "estimates on samples of one distribution",
                  values)
-  mean = float(values.mean())
-  stderr = float(values.std(ddof=1)) / math.sqrt(len(values))
+  mean, stderr = _mean_and_stderr(values)
   if abs(mean) > _NULL_Z * stderr + case.atol:
     raise _fail("null_mean", f"for x and y drawn from one distribution the "
                 f"mean estimate over {len(values)} draws is {mean:g}, "
                 f"{abs(mean) / max(stderr, 1e-300):.1f} standard errors "
                 f"({stderr:g}) from 0: the estimator is biased.")
+
+
+def _check_mmd_v_statistic(case: _MmdCase) -> None:
+  if not case.positive_definite:
+    return
+  # Pooled samples [x; y] of every draw, matched and collapsed, in one
+  # broadcast call: V = w' K w with w = (1/n, ..., -1/n, ...), the biased
+  # MMD², a quadratic form that a positive definite kernel keeps >= 0.
+  matched = np.concatenate([case.null_x, case.null_y], axis=1)
+  collapsed = np.concatenate([case.collapsed, case.null_y], axis=1)
+  pooled = jnp.asarray(np.concatenate([matched, collapsed]))
+  gram = _f64(_Jitted(case.kernel).values(pooled[:, :, None, :],
+                                          pooled[:, None, :, :]))
+  _assert_finite("v_statistic_nonnegative", "the kernel's Gram matrices",
+                 gram)
+  n, draws = case.n, len(case.null_x)
+  w = np.concatenate([np.full(n, 1.0 / n), np.full(n, -1.0 / n)])
+  v = np.einsum("i,dij,j->d", w, gram, w)
+  # |w|_1^2 = 4: rounding every entry by rtol |k| moves V by <= 4 rtol max|k|.
+  tol = 4.0 * case.rtol * np.max(np.abs(gram), axis=(1, 2))
+  worst = int(np.argmin(v + tol))
+  if v[worst] < -tol[worst]:
+    which = (f"x drawn from N(0, spread² I) like y (draw {worst})"
+             if worst < draws else
+             f"x collapsed within {_COLLAPSE:g} spreads of y's mean (draw "
+             f"{worst - draws})")
+    raise _fail("v_statistic_nonnegative",
+                f"the biased MMD² (V-statistic) of the estimator's kernel is "
+                f"{v[worst]:.6g} < 0 (tolerance 4 rtol max|k| = "
+                f"{tol[worst]:.3g}) for {which}, n = {n}: impossible for a "
+                f"positive definite kernel, so the kernel is not one at this "
+                f"h, and its MMD is no divergence.")
+
+
+def _check_mmd_collapse(case: _MmdCase) -> None:
+  if not case.positive_definite:
+    return
+  matched = case.null_values
+  collapsed = case.cached("collapsed", lambda: case.over_draws(
+      case.collapsed, case.null_y))
+  _assert_finite("collapse_not_preferred", "estimates on collapsed codes",
+                 collapsed)
+  # Paired by the prior sample y: E[f(collapsed, y)] = MMD²(collapsed, prior)
+  # >= 0 = E[f(matched, y)] for a positive definite kernel and an unbiased f.
+  mean, stderr = _mean_and_stderr(collapsed - matched)
+  if mean < -(_NULL_Z * stderr + case.atol):
+    raise _fail("collapse_not_preferred",
+                f"codes collapsed within {_COLLAPSE:g} spreads of the "
+                f"prior's mean score {collapsed.mean():.6g} on average over "
+                f"{len(collapsed)} draws, below a sample of the prior itself "
+                f"({matched.mean():.6g}), by {-mean / max(stderr, 1e-300):.1f}"
+                f" standard errors: minimising this estimator collapses the "
+                f"codes, impossible with a positive definite kernel.")
 
 
 _MMD_CHECKS = {
@@ -692,25 +1243,67 @@ _MMD_CHECKS = {
     "symmetry": _check_mmd_symmetry,
     "blocked_agreement": _check_mmd_blocked,
     "null_mean": _check_mmd_null,
+    "v_statistic_nonnegative": _check_mmd_v_statistic,
+    "collapse_not_preferred": _check_mmd_collapse,
 }
 
 
 def assert_mmd_properties(
     estimator: Callable[[jax.Array, jax.Array], jax.Array], *, h: int,
-    n: int = 16, key: Optional[jax.Array] = None, dtype: Any = jnp.float32,
+    n: int = 16, key: Union[None, int, jax.Array] = None,
+    dtype: Any = jnp.float32,
     blocked: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
+    kernel: Optional[Callable[..., jax.Array]] = None,
+    positive_definite: Optional[bool] = None,
     draws: int = 32, rtol: Optional[float] = None,
     atol: Optional[float] = None, spread: float = 1.0,
-    skip: Collection[str] = ()) -> None:
+    skip: Union[str, Collection[str]] = ()) -> None:
   """Checks the properties of an unbiased MMD² estimator `f(x, y) -> []`.
 
-  On samples `x, y: [n, h]` from N(0, spread² I_h) (deterministic given
-  `key`), checks in order (`MMD_PROPERTIES`): a floating scalar result; a
-  finite value and gradient; invariance under permutations of `x` and of `y`;
-  symmetry `f(x, y) == f(y, x)`; agreement of value and gradients with
-  `blocked` if given; and a mean within 4 standard errors of 0 over `draws`
-  independent pairs of samples of one distribution (unbiasedness; skip
-  `"null_mean"` for a biased estimator such as `mmd.mmd2_biased`).
+  On samples `x, y: [n, h]` of N(0, spread² I_h) (deterministic given `key`)
+  checks, in order (`MMD_PROPERTIES`); every comparison of two values is
+  `|a - b| <= rtol |b| + atol`, with `atol` by default `rtol` times the
+  larger of `|f(x, y)|` and `|f(x, y_far)|` (y shifted by 10 spreads: the
+  scale of the estimator's terms):
+
+  * `shape`: a floating scalar.
+  * `finite`: a finite value and finite gradients in x and y.
+  * `permutation_invariance`: reordering x, or y, changes nothing. Skip it
+    for estimators that pair x_i with y_i in order, such as
+    `mmd.mmd2_linear`: those change by design.
+  * `symmetry`: `f(y, x) == f(x, y)`.
+  * `blocked_agreement` (if `blocked` is given): value and gradients agree
+    with `blocked` (gradient tolerance: `rtol` times the largest gradient).
+  * `null_mean`: over `draws` independent pairs x, y of one distribution,
+    the mean estimate lies within 4 standard errors (+ atol) of 0
+    (unbiasedness; skip it for a biased estimator such as
+    `mmd.mmd2_biased`).
+  * `v_statistic_nonnegative` (positive definite kernels): the biased MMD²
+    `w' K w` of the kernel on the pooled samples, for every draw of matched
+    samples and of codes collapsed within 1e-3 spreads of 0 against a prior
+    sample, is >= `-4 rtol max|k|`.
+  * `collapse_not_preferred` (positive definite kernels): on the same draws,
+    the estimator's mean on collapsed codes minus its mean on matched ones is
+    not below `-(4 standard errors + atol)`; for an unbiased estimator the
+    first is MMD²(collapsed, prior) >= 0 in expectation and the second 0.
+    Together these catch the paper's Coulomb kernel claimed positive
+    definite where collapsed codes score below a sample of the prior: the
+    V-statistic from h = 16, the collapse comparison (statistical, 3
+    standard errors at h = 16 with n = 16) from h = 32.
+
+  The two positive-definite checks run where the kernel is claimed positive
+  definite: `positive_definite`, or by default what
+  `kernels.radial_form(kernel, h)` records (`kernels.coulomb` claims it only
+  for h <= 4; above, it warns with `kernels.NotPositiveDefiniteWarning` and
+  these checks do not run unless asserted). `kernel` defaults to the
+  `kernel=` keyword of a `functools.partial` estimator.
+
+  What a pass does not prove: each property is checked on a few samples of
+  one size, so an estimator can still be wrong for other shapes, samples or
+  distributions; `null_mean` and `collapse_not_preferred` are statistical
+  (4 standard errors over `draws` draws), so they miss small biases; and a
+  non-negative V-statistic on these samples does not make the kernel
+  positive definite (`assert_kernel_properties` looks harder).
 
   The estimator (and `blocked`) must be differentiable and jittable; both are
   compiled once, with their gradients.
@@ -720,19 +1313,27 @@ def assert_mmd_properties(
       `functools.partial(mmd.mmd2, kernel=kernels.sliced_coulomb)`.
     h: the latent size.
     n: points per sample.
-    key: a JAX PRNG key; `jax.random.key(0)` if None.
+    key: a JAX PRNG key or an int seed; `jax.random.key(0)` if None.
     dtype: dtype of the samples.
     blocked: a second estimator of the same quantity, e.g. the streamed
       `functools.partial(mmd.mmd2, kernel=..., block_size=5)`.
-    draws: pairs of samples in the null-mean check (vmapped).
+    kernel: the estimator's kernel `[..., h], [..., h] -> [...]`, for the
+      positive-definite checks.
+    positive_definite: whether the kernel is positive definite (default: its
+      `radial_form`'s record; False without one).
+    draws: pairs of samples in the statistical checks (vmapped).
     rtol: relative tolerance (1e-4 for float32).
     atol: absolute tolerance; defaults to `rtol` times the estimate for two
       well-separated samples, the scale of the estimator's terms.
     spread: standard deviation of the samples.
-    skip: names from `MMD_PROPERTIES` not to check.
+    skip: a name, or names, from `MMD_PROPERTIES` not to check.
 
   Raises:
     AssertionError: the message starts with the violated property's name.
+    ValueError: a bad argument, or `positive_definite=True` with no kernel
+      to compute the V-statistic with.
+    TypeError: an estimator or kernel that is not callable, a `key` or
+      `skip` of the wrong type.
 
   Example:
     >>> import functools
@@ -745,12 +1346,31 @@ def assert_mmd_properties(
   dtype = _np_dtype(dtype)
   if not callable(estimator):
     raise TypeError(f"estimator must be callable; got {estimator!r}.")
-  if not isinstance(h, int) or isinstance(h, bool) or h < 1:
-    raise ValueError(f"h must be a positive integer; got {h!r}.")
-  if n < 2 or draws < 2:
-    raise ValueError(f"n and draws must be >= 2; got n={n}, draws={draws}.")
-  case = _MmdCase(estimator, blocked, h, n, _rng(key), dtype, float(spread),
-                  draws, _default_rtol(dtype, rtol), atol)
+  h = _check_h(h)
+  for name, value in (("n", n), ("draws", draws)):
+    if isinstance(value, bool) or not isinstance(
+        value, numbers.Integral) or value < 2:
+      raise ValueError(f"{name} must be an integer >= 2; got {value!r}.")
+  skip = _skip_names(skip, MMD_PROPERTIES)
+  spread = _positive_float("spread", spread)
+  rtol, atol = _tolerance("rtol", rtol), _tolerance("atol", atol)
+  words = _seed_words(key)
+  if kernel is None and isinstance(estimator, functools.partial):
+    kernel = estimator.keywords.get("kernel")
+  if kernel is not None and not callable(kernel):
+    raise TypeError(f"kernel must be callable; got {kernel!r}.")
+  if positive_definite is None:
+    form = None if kernel is None else kernels_lib.radial_form(kernel, h)
+    positive_definite = form is not None and form.positive_definite()
+  positive_definite = bool(positive_definite)
+  if (positive_definite and kernel is None
+      and "v_statistic_nonnegative" not in skip):
+    raise ValueError(
+        "positive_definite=True needs the estimator's kernel for the "
+        "V-statistic: pass kernel=..., or skip='v_statistic_nonnegative'.")
+  case = _MmdCase(estimator, blocked, kernel, positive_definite, h, int(n),
+                  words, dtype, spread, int(draws),
+                  _default_rtol(dtype, rtol), atol)
   _run_checks(MMD_PROPERTIES, _MMD_CHECKS, skip, case)
 
 
