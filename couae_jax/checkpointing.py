@@ -1,26 +1,42 @@
-"""Orbax checkpoints of a training run, and restoring a trained model.
+"""Orbax checkpoints of a training run, verified on restore; restoring a model.
 
 A checkpoint holds two items:
 
 * `state`: the `TrainState` (parameters, BatchNorm statistics, optimizer
   state, step, base key) and the data iterator's position, restored against
   an abstract target so shapes, dtypes and shardings are checked;
-* `meta`: JSON with the `TrainConfig` and the data shape, so that a restored
-  model can be rebuilt without the data and a workdir refuses to resume under
-  a different configuration.
+* `meta`: JSON with the `TrainConfig`, the data shape, a digest of the
+  training data (`data_digest`), the SHA-256 of every array of `state` and
+  the SHA-256 of `meta` itself, so that a restored model can be rebuilt
+  without the data, a workdir refuses to resume under a different
+  configuration or on other data, and a corrupt checkpoint is detected.
 
 Orbax writes each checkpoint into a temporary directory and renames it when
 complete, so a save killed midway leaves nothing that `latest_step` or
 `restore` would take for a checkpoint. The manager keeps the latest
 `keep_checkpoints` checkpoints plus the best by `best_metric`.
+
+Restoring verifies: metadata that cannot be read or do not match their
+checksum, arrays that cannot be read (truncated or garbled files, an empty
+step directory) or that differ from their checksums raise
+`CheckpointCorruptError` naming the step and why. `restore(workdir)` and a
+resumed `loop.fit` then fall back to the newest good checkpoint with a
+`CheckpointWarning` naming the bad step (`fit` moves it aside, to
+`workdir/corrupt_checkpoints/`, so that it is never resumed from nor saved
+over). A checkpoint written before checksums were saved restores with a
+`CheckpointWarning` that its integrity cannot be verified.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import numbers
 import os
+import time
+import warnings
 from collections.abc import Mapping
 from typing import Any, Optional, Sequence
 
@@ -37,6 +53,11 @@ from couae_jax import models
 from couae_jax import train as train_lib
 
 CHECKPOINT_DIR = "checkpoints"
+#: Where `Checkpointer.quarantine` moves corrupt checkpoints, in the workdir.
+CORRUPT_DIR = "corrupt_checkpoints"
+#: The version of the integrity record saved in `meta` (absent: written
+#: before checkpoints were verified).
+INTEGRITY_FORMAT = 1
 #: Examples per chunk when `DataScaling.of` reads a data set.
 _STATS_CHUNK = 4096
 
@@ -76,6 +97,213 @@ class ConfigMismatchError(ValueError):
   """
 
 
+class CheckpointCorruptError(ValueError):
+  """A checkpoint cannot be read, or what it holds is not what was saved.
+
+  Raised by `Checkpointer.restore`, `Checkpointer.read_meta` and `restore`
+  (with an explicit `step`; without one, `restore` falls back to the newest
+  good checkpoint) when a checkpoint's metadata cannot be read or do not
+  match their checksum, its arrays cannot be read (a truncated or garbled
+  file, an empty step directory), or a restored array differs from the
+  SHA-256 saved with it. A `ValueError`.
+
+  Attributes:
+    step: the checkpoint's step (None when the error is about several).
+    reason: what is wrong, in words.
+  """
+
+  def __init__(self, step: Optional[int], reason: str, message: str = ""):
+    self.step, self.reason = step, reason
+    super().__init__(message or f"the checkpoint of step {step} is corrupt: "
+                     f"{reason}")
+
+
+class DataMismatchError(ValueError):
+  """A resumed run would train on other data than its checkpoints were.
+
+  Raised by `Checkpointer.check_data` (and so by `loop.fit` before anything
+  is compiled) when the digest of the loaded training data differs from the
+  one saved with the checkpoint, e.g. when the file at `config.data_path` was
+  replaced. A `ValueError`.
+  """
+
+
+class CheckpointWarning(UserWarning):
+  """A checkpoint was skipped as corrupt, or cannot be verified (written
+  before checksums were saved)."""
+
+
+def data_digest(data: np.ndarray) -> dict[str, Any]:
+  """The digest of a training set, as saved with checkpoints.
+
+  Args:
+    data: the examples `[N, *data_shape]` as loaded (`loop.load_dataset`).
+
+  Returns:
+    `{'sha256': hex str, 'shape': list of ints, 'dtype': str}`: the SHA-256
+    of the array's dtype, shape and bytes (about 1 s per GB).
+
+  Example:
+    >>> import numpy as np
+    >>> from couae_jax import checkpointing
+    >>> a = checkpointing.data_digest(np.zeros((3, 2), np.float32))
+    >>> b = checkpointing.data_digest(np.ones((3, 2), np.float32))
+    >>> a["shape"], a["dtype"], a["sha256"] == b["sha256"]
+    ([3, 2], 'float32', False)
+  """
+  data = np.asarray(data)
+  return {"sha256": _sha256(data), "shape": [int(d) for d in data.shape],
+          "dtype": str(data.dtype)}
+
+
+def _sha256(array: np.ndarray) -> str:
+  """SHA-256 of an array's dtype, shape and bytes, without a full copy."""
+  digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+  if array.ndim == 0 or array.size == 0:
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+  # Row blocks of about 64 MB: a C-contiguous copy of each at most.
+  rows = max(1, (64 << 20) // max(1, array[0].nbytes))
+  for start in range(0, len(array), rows):
+    block = np.ascontiguousarray(array[start:start + rows])
+    digest.update(block.reshape(-1).view(np.uint8))
+  return digest.hexdigest()
+
+
+def _host_array(leaf) -> Optional[np.ndarray]:
+  """The full value of a leaf on this host; None for an array sharded over
+  several processes (whose whole value no one process holds)."""
+  if isinstance(leaf, jax.Array):
+    if leaf.is_fully_addressable:
+      return np.asarray(jax.device_get(leaf))
+    if leaf.is_fully_replicated:
+      return np.asarray(leaf.addressable_data(0))
+    return None
+  return np.asarray(leaf)
+
+
+def _array_records(tree) -> dict[str, dict[str, Any]]:
+  """`{path: {'shape', 'dtype', 'sha256'}}` of every leaf of `tree`."""
+  records = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    value = _host_array(leaf)
+    records[jax.tree_util.keystr(path)] = {
+        "shape": [int(d) for d in np.shape(leaf)],
+        "dtype": str(np.dtype(leaf.dtype)),
+        "sha256": None if value is None else _sha256(value)}
+  return records
+
+
+def _meta_sha256(meta: Mapping[str, Any]) -> str:
+  """SHA-256 of the canonical JSON of `meta` without its own checksum."""
+  body = {name: value for name, value in meta.items() if name != "meta_sha256"}
+  return hashlib.sha256(json.dumps(body, sort_keys=True,
+                                   separators=(",", ":")).encode()).hexdigest()
+
+
+def _short(error: BaseException) -> str:
+  """`Type: first line of the message`, at most 300 characters."""
+  text = str(error).strip().splitlines()
+  text = text[0] if text else ""
+  if len(text) > 300:
+    text = text[:297] + "..."
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _unverified_warning(step: int, directory: str) -> None:
+  warnings.warn(
+      f"the checkpoint of step {step} in {directory} has no checksums (it was "
+      "written by a couae-jax that did not save them): its integrity cannot "
+      "be verified. Checkpoints saved from now on are verified.",
+      CheckpointWarning, stacklevel=3)
+
+
+def _read_verified_meta(manager: ocp.CheckpointManager, step: int
+                        ) -> dict[str, Any]:
+  """The `meta` of `step`, checked against its checksum when it has one.
+
+  Raises CheckpointCorruptError when it cannot be read, is not a mapping
+  with a config, or does not match its checksum.
+  """
+  step_dir = os.path.join(str(manager.directory), str(step))
+  if os.path.isdir(step_dir) and not os.listdir(step_dir):
+    raise CheckpointCorruptError(step, f"its directory {step_dir} is empty")
+  try:
+    meta = read_meta(manager, step)
+  except Exception as error:  # orbax, JSON, TensorStore, OS errors alike.
+    raise CheckpointCorruptError(
+        step, f"its metadata (meta/) cannot be read ({_short(error)})"
+    ) from error
+  if not isinstance(meta, Mapping) or not isinstance(meta.get("config"),
+                                                     Mapping):
+    raise CheckpointCorruptError(
+        step, f"its metadata (meta/) hold no config ({meta!r:.80})")
+  if "meta_sha256" in meta and meta["meta_sha256"] != _meta_sha256(meta):
+    raise CheckpointCorruptError(
+        step, "its metadata (meta/) do not match their SHA-256 (changed after "
+        "they were written)")
+  return dict(meta)
+
+
+def _check_structure(step: int, target, arrays: Mapping[str, Any]) -> None:
+  """Raises ValueError when the state this code builds (`target`) is not the
+  one the checkpoint's (verified) metadata record: another model, or a
+  version of couae-jax that builds it differently. Not corruption."""
+  wanted = {jax.tree_util.keystr(path): (
+      [int(d) for d in leaf.shape], str(np.dtype(leaf.dtype)))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
+  saved = {path: (list(record["shape"]), record["dtype"])
+           for path, record in arrays.items()}
+  problems = [f"{path}: saved {'absent' if path not in saved else saved[path]}"
+              f", now {'absent' if path not in wanted else wanted[path]}"
+              for path in sorted(set(wanted) | set(saved))
+              if saved.get(path) != wanted.get(path)]
+  if problems:
+    raise ValueError(
+        f"the checkpoint of step {step} holds another state than this "
+        f"config and version of couae-jax build ({len(problems)} arrays "
+        f"differ, [shape, dtype]: {'; '.join(problems[:3])}"
+        f"{'; ...' if len(problems) > 3 else ''}): it was written by another "
+        "model or version; restore it with that version, or start a new "
+        "--workdir.")
+
+
+def _restore_verified(manager: ocp.CheckpointManager, step: int, target,
+                      meta: Mapping[str, Any]):
+  """Restores `state` of `step` against `target` and verifies its arrays
+  against the checksums in `meta` (warning when it has none)."""
+  integrity = meta.get("integrity")
+  if integrity is not None:
+    if (not isinstance(integrity, Mapping) or integrity.get("format")
+        != INTEGRITY_FORMAT or not isinstance(integrity.get("arrays"),
+                                              Mapping)):
+      raise CheckpointCorruptError(
+          step, f"its integrity record is not one this version reads "
+          f"(format {integrity.get('format') if isinstance(integrity, Mapping) else integrity!r:.40})")
+    _check_structure(step, target, integrity["arrays"])
+  try:
+    tree = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))["state"]
+  except Exception as error:  # TensorStore, orbax, JSON, OS errors alike.
+    raise CheckpointCorruptError(
+        step, f"its arrays (state/) cannot be read ({_short(error)})"
+    ) from error
+  if integrity is None:
+    _unverified_warning(step, str(manager.directory))
+    return tree
+  read = _array_records(tree)
+  differing = [path for path, record in integrity["arrays"].items()
+               if record["sha256"] is not None
+               and read[path]["sha256"] is not None
+               and read[path]["sha256"] != record["sha256"]]
+  if differing:
+    raise CheckpointCorruptError(
+        step, f"{len(differing)} of its {len(read)} arrays differ from their "
+        f"saved SHA-256 ({', '.join(differing[:3])}"
+        f"{', ...' if len(differing) > 3 else ''})")
+  return tree
+
+
 def checkpoint_dir(workdir: str) -> str:
   """`workdir/checkpoints`, absolute."""
   workdir = _checks.path("workdir", workdir)
@@ -83,10 +311,13 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 class Checkpointer:
-  """A `CheckpointManager` for one run's workdir.
+  """A `CheckpointManager` for one run's workdir, with verified checkpoints.
 
   Saves are asynchronous: call `wait_until_finished` before reading them and
-  `close` at the end. Steps are ints >= 0.
+  `close` at the end (`loop.fit` waits after every save, so that a crash
+  never loses more than one checkpoint interval). Steps are ints >= 0. Each
+  save records the SHA-256 of every array and of its metadata; `restore`
+  checks them and raises `CheckpointCorruptError` on any difference.
 
   Args:
     workdir: the run's directory (str or path); checkpoints go to
@@ -98,10 +329,13 @@ class Checkpointer:
     scaling: the `DataScaling` the model was trained under, or None
       (default), saved with every checkpoint so the restored model works in
       the data's units.
+    data: the `data_digest` of the training data, or None (default), saved
+      with every checkpoint so that `check_data` can refuse other data.
 
   Raises:
     TypeError: `workdir` not a path, `config` not a `TrainConfig`, `scaling`
-      not a `DataScaling`; in the methods, arguments of the wrong type.
+      not a `DataScaling`, `data` not a `data_digest`; in the methods,
+      arguments of the wrong type.
     ValueError: a bad `data_shape`; in the methods, a negative step, or
       metrics without `config.best_metric`.
 
@@ -126,18 +360,26 @@ class Checkpointer:
 
   def __init__(self, workdir: str, config: config_lib.TrainConfig,
                data_shape: Sequence[int],
-               scaling: Optional[DataScaling] = None):
+               scaling: Optional[DataScaling] = None,
+               data: Optional[Mapping[str, Any]] = None):
     config_lib._check_config(config)
     data_shape = _checks.shape_tuple("data_shape", data_shape)
     if scaling is not None:
       _checks.instance("scaling", scaling, DataScaling,
                        "None or a DataScaling")
+    if data is not None and (not isinstance(data, Mapping)
+                             or set(data) != {"sha256", "shape", "dtype"}):
+      raise TypeError(f"data must be None or a data_digest(...) "
+                      f"{{'sha256', 'shape', 'dtype'}}; got {data!r:.80}.")
     directory = checkpoint_dir(workdir)
+    self.workdir = os.path.dirname(directory)
     self._best_metric = config.best_metric
     self._meta = {"config": config.to_dict(),
                   "data_shape": [int(d) for d in data_shape]}
     if scaling is not None:
       self._meta["data_scaling"] = scaling.to_dict()
+    if data is not None:
+      self._meta["data_digest"] = dict(data)
     best = config.best_metric
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=config.keep_checkpoints),
@@ -153,7 +395,8 @@ class Checkpointer:
         item_names=("state", "meta"))
 
   def latest_step(self) -> Optional[int]:
-    """The latest saved step, or None when there is none."""
+    """The latest saved step, or None when there is none (not verified:
+    `restore` verifies)."""
     return self.manager.latest_step()
 
   def steps(self) -> list[int]:
@@ -165,19 +408,51 @@ class Checkpointer:
     _checks.non_negative_int("step", step)
     self.manager.delete(step)
 
-  def check_config(self, config: config_lib.TrainConfig) -> None:
-    """Raises ConfigMismatchError if the latest checkpoint's config differs.
+  def read_meta(self, step: int) -> dict[str, Any]:
+    """The metadata saved at `step`: `{'config', 'data_shape', ...}`.
+
+    Raises:
+      FileNotFoundError: no checkpoint of `step`.
+      CheckpointCorruptError: they cannot be read, or do not match their
+        checksum.
+    """
+    _checks.non_negative_int("step", step)
+    if step not in self.manager.all_steps():
+      raise FileNotFoundError(
+          f"no checkpoint of step {step}; steps: {self.steps()}.")
+    return _read_verified_meta(self.manager, step)
+
+  def _newest_readable_meta(self) -> tuple[Optional[int], Optional[dict]]:
+    """The newest step whose metadata read and verify, with them; corrupt
+    ones are skipped (`restore` reports them)."""
+    for step in reversed(self.steps()):
+      try:
+        return step, _read_verified_meta(self.manager, step)
+      except CheckpointCorruptError:
+        continue
+    return None, None
+
+  def check_config(self, config: config_lib.TrainConfig,
+                   step: Optional[int] = None) -> None:
+    """Raises ConfigMismatchError if a checkpoint's config differs.
 
     Fields in `RESUMABLE_CHANGES` may differ. A field the checkpoint does
     not hold (one added to `TrainConfig` after it was written) counts as
     saved with the value it was trained with (`_saved_config`), the value
-    `restore` gives it. `config` must be a `TrainConfig` (TypeError).
+    `restore` gives it; a field this version does not know (a checkpoint of
+    another version) is a mismatch. `config` must be a `TrainConfig`
+    (TypeError). `step`: the checkpoint to compare with, an int >= 0; None
+    (default) takes the newest whose metadata can be read (corrupt ones are
+    skipped, and reported by `restore`). Nothing to compare with passes.
     """
     config_lib._check_config(config)
-    step = self.latest_step()
     if step is None:
-      return
-    saved = _saved_config(read_meta(self.manager, step)["config"]).to_dict()
+      step, meta = self._newest_readable_meta()
+      if step is None:
+        return
+    else:
+      meta = self.read_meta(step)
+    saved = _saved_config(meta["config"], step).to_dict()
     current = config.to_dict()
     differing = sorted(
         name for name in set(saved) | set(current)
@@ -190,12 +465,57 @@ class Checkpointer:
           f"the workdir holds checkpoints of another config ({details}); use "
           f"a new --workdir, or the saved values to resume.")
 
+  def check_data(self, digest: Mapping[str, Any],
+                 step: Optional[int] = None) -> None:
+    """Raises DataMismatchError if the run's data are not the checkpoint's.
+
+    Args:
+      digest: `data_digest` of the data the run loaded now.
+      step: the checkpoint to compare with (an int >= 0), or None (default):
+        the newest whose metadata can be read. Nothing to compare with
+        passes; a checkpoint saved without a digest (by an older couae-jax)
+        passes with a `CheckpointWarning`.
+    """
+    if step is None:
+      step, meta = self._newest_readable_meta()
+      if step is None:
+        return
+    else:
+      meta = self.read_meta(step)
+    saved = meta.get("data_digest")
+    if saved is None:
+      warnings.warn(
+          f"the checkpoint of step {step} in {self.manager.directory} holds "
+          "no digest of its training data (written by an older couae-jax): "
+          "cannot check that the run resumes on the same data.",
+          CheckpointWarning, stacklevel=2)
+      return
+    if dict(saved) == dict(digest):
+      return
+    config = meta["config"]
+    source = (f"the file {config.get('data_path')!r}"
+              if config.get("data_path") else f"the {config.get('data')!r} data")
+    differs = [f"{name}: saved {saved.get(name)!r}, now {digest.get(name)!r}"
+               for name in ("shape", "dtype") if saved.get(name)
+               != digest.get(name)]
+    differs += [f"sha256: saved {str(saved.get('sha256'))[:12]}..., now "
+                f"{str(digest.get('sha256'))[:12]}..."]
+    raise DataMismatchError(
+        f"the workdir's checkpoints (step {step}) were trained on other data "
+        f"than {source} holds now ({', '.join(differs)}): the data changed "
+        "since. Put the original data back to resume, or train in a new "
+        "--workdir.")
+
   def save(self, step: int, state: train_lib.TrainState,
            data_position: dict[str, int], metrics: dict[str, float]) -> None:
     """Saves asynchronously; returns once the arrays are copied to the host.
 
+    The SHA-256 of every array (and of the metadata) is saved with them.
+
     Args:
-      step: the step, an int >= 0 (an existing step is overwritten).
+      step: the step, an int >= 0, not saved yet (orbax's
+        `StepAlreadyExistsError` otherwise: a checkpoint is never written
+        over).
       state: the `TrainState`.
       data_position: the data iterator's `{'epoch': int, 'position': int}`.
       metrics: `{name: number}`, holding the config's `best_metric`.
@@ -215,16 +535,21 @@ class Checkpointer:
         raise TypeError(f"metrics[{name!r}] must be a number; got "
                         f"{value!r:.80}.")
     tree = {"train": state, "data": _data_tree(data_position)}
+    meta = dict(self._meta, integrity={
+        "format": INTEGRITY_FORMAT, "algorithm": "sha256",
+        "arrays": _array_records(tree)})
+    meta["meta_sha256"] = _meta_sha256(meta)
     self.manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
-                                meta=ocp.args.JsonSave(self._meta)),
+                                meta=ocp.args.JsonSave(meta)),
         metrics={name: float(value) for name, value in metrics.items()},
         force=True)
 
   def restore(self, step: int, abstract_state: train_lib.TrainState
               ) -> tuple[train_lib.TrainState, dict[str, int]]:
-    """The state and data position saved at `step`, shaped like the target.
+    """The state and data position saved at `step`, shaped like the target,
+    verified against the checksums saved with them.
 
     Args:
       step: a saved step, an int >= 0.
@@ -237,20 +562,57 @@ class Checkpointer:
 
     Raises:
       FileNotFoundError: no checkpoint of `step`.
+      CheckpointCorruptError: its metadata or arrays cannot be read, or
+        differ from their checksums.
+      ValueError: the checkpoint holds another state structure than
+        `abstract_state` (another model or version).
+
+    A checkpoint saved without checksums (by an older couae-jax) restores
+    with a `CheckpointWarning`.
     """
     _checks.non_negative_int("step", step)
     _checks.instance("abstract_state", abstract_state, train_lib.TrainState,
                      "a TrainState (e.g. jax.eval_shape of init_state)")
-    if step not in self.manager.all_steps():
-      raise FileNotFoundError(
-          f"no checkpoint of step {step}; steps: {self.steps()}.")
+    meta = self.read_meta(step)
     target = {"train": abstract_state,
               "data": _data_tree({"epoch": 0, "position": 0})}
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    tree = restored["state"]
-    return tree["train"], {name: int(value)
-                           for name, value in tree["data"].items()}
+    tree = _restore_verified(self.manager, step, target, meta)
+    try:
+      position = {name: int(value) for name, value in tree["data"].items()}
+      _check_position(position)
+    except (TypeError, ValueError, KeyError) as error:
+      raise CheckpointCorruptError(
+          step, f"its data position is not one ({_short(error)})") from error
+    return tree["train"], position
+
+  def quarantine(self, step: int, reason: str) -> str:
+    """Moves the checkpoint of `step` out of the way, to
+    `workdir/corrupt_checkpoints/<step>` (`.1`, `.2`, ... when taken), with
+    `reason` in a `REASON.txt` beside it; returns where it went.
+
+    A resumed run that falls back past a corrupt checkpoint calls this, so
+    that the bad checkpoint is neither resumed from nor in the way of the
+    new save of its step, and is kept for inspection. Process 0 moves it;
+    every process waits for it and rereads the steps.
+    """
+    _checks.non_negative_int("step", step)
+    source = os.path.join(str(self.manager.directory), str(step))
+    root = os.path.join(self.workdir, CORRUPT_DIR)
+    target = os.path.join(root, str(step))
+    suffix = 0
+    while os.path.exists(target):
+      suffix += 1
+      target = os.path.join(root, f"{step}.{suffix}")
+    if jax.process_index() == 0:
+      os.makedirs(root, exist_ok=True)
+      os.rename(source, target)
+      with open(os.path.join(target, "REASON.txt"), "w") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}: {reason}\n")
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"couae_quarantine_{step}")
+    self.manager.reload()
+    return target
 
   def wait_until_finished(self) -> None:
     """Blocks until every pending save is written."""
@@ -275,15 +637,33 @@ def _data_tree(position: dict[str, int]) -> dict[str, np.ndarray]:
   return {name: np.asarray(value, np.int64) for name, value in position.items()}
 
 
-def _saved_config(values: dict[str, Any]) -> config_lib.TrainConfig:
+def _saved_config(values: dict[str, Any],
+                  step: Optional[int] = None) -> config_lib.TrainConfig:
   """The config a checkpoint's metadata `values` was trained with.
 
   A field it lacks (added to `TrainConfig` after it was written) takes its
   default, except where the default would change what was trained: before
   `coulomb_kernel` existed, CouAE used the paper's kernel, which differs from
-  today's default only for h > 3.
+  today's default only for h > 3. A field this version does not know, or a
+  value it cannot take, raises ConfigMismatchError naming the field (the
+  checkpoint was written by another version of couae-jax).
   """
-  config = config_lib.TrainConfig.from_dict(values)
+  where = "a checkpoint" if step is None else f"the checkpoint of step {step}"
+  fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    details = ", ".join(f"{name}={values[name]!r}" for name in unknown)
+    raise ConfigMismatchError(
+        f"{where} was trained with config fields this version of couae-jax "
+        f"does not have ({details}): it was written by another version. "
+        "Resume or restore it with that version, or use a new --workdir.")
+  try:
+    config = config_lib.TrainConfig.from_dict(values)
+  except (TypeError, ValueError) as error:
+    raise ConfigMismatchError(
+        f"{where} holds a config this version of couae-jax cannot take "
+        f"({error}): it was written by another version. Resume or restore it "
+        "with that version, or use a new --workdir.") from error
   if ("coulomb_kernel" not in values and config.model == "couae"
       and config.latent_dim > 3):
     config = config.replace(coulomb_kernel="coulomb")
@@ -565,10 +945,19 @@ def restore(workdir: str, step: Optional[int] = None) -> TrainedModel:
   Returns:
     A `TrainedModel` on the default device.
 
+  Every checkpoint is verified against the checksums saved with it. Without
+  `step`, a corrupt latest checkpoint is skipped with a `CheckpointWarning`
+  naming it and why, and the newest good one is restored (nothing is moved:
+  restoring only reads).
+
   Raises:
     TypeError: `workdir` not a str or path.
     ValueError: `step` neither None nor an int >= 0.
     FileNotFoundError: no checkpoint in the workdir, or not at `step`.
+    CheckpointCorruptError: the checkpoint of `step` is corrupt, or (without
+      `step`) every checkpoint is.
+    ConfigMismatchError: the checkpoint's config has fields this version
+      does not know (written by another version).
 
   Example:
     >>> import tempfile, jax, numpy as np
@@ -605,40 +994,65 @@ def restore(workdir: str, step: Optional[int] = None) -> TrainedModel:
     raise FileNotFoundError(f"no checkpoints under {directory!r}.")
   manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
   try:
-    steps = manager.all_steps()
-    if step is None:
-      if not steps:
-        raise FileNotFoundError(f"no checkpoints under {directory!r}.")
-      step = max(steps)
-    elif step not in steps:
+    steps = sorted(manager.all_steps())
+    if step is not None and step not in steps:
       raise FileNotFoundError(
           f"no checkpoint of step {step} under {directory!r}; steps: "
-          f"{sorted(steps)}.")
-    meta = read_meta(manager, step)
-    config = _saved_config(meta["config"])
-    scaling = (DataScaling.from_dict(meta["data_scaling"])
-               if "data_scaling" in meta else None)
-    data_shape = tuple(meta["data_shape"])
-    model = train_lib.build_model(config, data_shape)
-    optimizer = train_lib.make_optimizer(config)
-    abstract = jax.eval_shape(
-        lambda: train_lib.init_state(model, optimizer,
-                                     jnp.zeros((1,) + data_shape), config.seed))
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                          sharding=sharding), abstract)
-    target = {"train": abstract,
-              "data": _data_tree({"epoch": 0, "position": 0})}
-    tree = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))["state"]
+          f"{steps}.")
+    if step is None and not steps:
+      raise FileNotFoundError(f"no checkpoints under {directory!r}.")
+    bad = []
+    for candidate in ([step] if step is not None else reversed(steps)):
+      try:
+        trained = _restore_model(manager, candidate)
+      except CheckpointCorruptError as error:
+        if step is not None:
+          raise
+        bad.append(error)
+        continue
+      for error in bad:
+        warnings.warn(
+            f"skipped the checkpoint of step {error.step} in {directory}: it "
+            f"is corrupt ({error.reason}); restored step {candidate}, the "
+            "newest good one.", CheckpointWarning, stacklevel=2)
+      return trained
+    raise CheckpointCorruptError(
+        None, "every checkpoint is corrupt",
+        f"no checkpoint under {directory!r} can be restored: "
+        + "; ".join(f"step {e.step}: {e.reason}" for e in bad)
+        + ". Retrain in a new --workdir.")
   finally:
     manager.close()
-  state = tree["train"]
+
+
+def _restore_model(manager: ocp.CheckpointManager, step: int) -> TrainedModel:
+  """The verified `TrainedModel` of `step` (CheckpointCorruptError)."""
+  meta = _read_verified_meta(manager, step)
+  config = _saved_config(meta["config"], step)
+  try:
+    scaling = (DataScaling.from_dict(meta["data_scaling"])
+               if "data_scaling" in meta else None)
+    data_shape = _checks.shape_tuple("data_shape", meta["data_shape"])
+  except (KeyError, TypeError, ValueError) as error:
+    raise CheckpointCorruptError(
+        step, f"its metadata (meta/) are garbled ({_short(error)})") from error
+  model = train_lib.build_model(config, data_shape)
+  optimizer = train_lib.make_optimizer(config)
+  abstract = jax.eval_shape(
+      lambda: train_lib.init_state(model, optimizer,
+                                   jnp.zeros((1,) + data_shape), config.seed))
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                        sharding=sharding), abstract)
+  target = {"train": abstract,
+            "data": _data_tree({"epoch": 0, "position": 0})}
+  state = _restore_verified(manager, step, target, meta)["train"]
   return TrainedModel(model=model, params=state.params,
                       batch_stats=state.batch_stats, config=config, step=step,
-                      data_shape=data_shape, scaling=scaling)
+                      data_shape=tuple(data_shape), scaling=scaling)
 
 
-__all__ = ["Checkpointer", "ConfigMismatchError", "DataScaling",
-           "TrainedModel", "restore"]
+__all__ = ["CheckpointCorruptError", "CheckpointWarning", "Checkpointer",
+           "ConfigMismatchError", "DataMismatchError", "DataScaling",
+           "TrainedModel", "data_digest", "restore"]

@@ -4,18 +4,48 @@
 set, on one device, every device of a host, or several hosts
 (`jax.distributed`), and resumes from the workdir's latest checkpoint when
 there is one. `fit_seeds(config, seeds, workdir)` trains several seeds of one
-configuration together, vmapped in one step; `fit` is its one-seed case. Work
-lost to a crash is at most `checkpoint_every` steps; a non-finite loss stops
-the run before anything is saved, naming the step and the term.
+configuration together, vmapped in one step; `fit` is its one-seed case.
+
+What a run guarantees:
+
+* Work lost to a crash (`kill -9`, a power cut) is at most `checkpoint_every`
+  steps: each save is waited for before the next step is computed, so the
+  steps at risk are those since the last save, plus the save's own time. A
+  resumed run ends bitwise equal to an uninterrupted one.
+* SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the current call
+  (`steps_per_call` steps), after the save being written, with
+  `TrainingInterrupted`: every complete checkpoint is kept. A second signal
+  ends the process at once.
+* Checkpoints are verified on resume (checksums of every array and of the
+  metadata): a corrupt or unreadable one is reported with a
+  `checkpointing.CheckpointWarning`, moved to `workdir/corrupt_checkpoints/`,
+  and the run resumes from the newest good one. A run refuses to resume
+  under another config (`checkpointing.ConfigMismatchError`) or on other data
+  (`checkpointing.DataMismatchError`, from a digest of the loaded data).
+* One run per workdir: an advisory lock (`workdir/.lock`, released when the
+  run ends, also by a crash) makes a second run fail with
+  `WorkdirLockedError`.
+* A non-finite loss stops the run before anything is saved, naming the step
+  and the term.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import numbers
 import os
+import signal
+import socket
+import threading
 import time
-from typing import Sequence
+import warnings
+from typing import Optional, Sequence
+
+try:
+  import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+  fcntl = None
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +58,8 @@ from couae_jax import data as data_lib
 from couae_jax import train as train_lib
 
 METRICS_FILE = "metrics.jsonl"
+#: The lock file a run holds in its workdir.
+LOCK_FILE = ".lock"
 #: Training examples drawn beside the samples in the figures.
 _FIGURE_EXAMPLES = 2000
 
@@ -52,6 +84,36 @@ class TrainingDiverged(FloatingPointError):
     ...     print(str(e).split(" (")[0])
     step 1: param_norm = inf
   """
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another run is training in the workdir.
+
+  Raised by `fit` and `fit_seeds` before anything is loaded or compiled when
+  another run (another process, or another call in this one) holds the
+  workdir's lock, `workdir/.lock`. The lock is released when that run ends,
+  also when it crashes or is killed. A `RuntimeError`.
+  """
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """SIGINT (Ctrl-C) or SIGTERM stopped the run.
+
+  Raised by `fit` and `fit_seeds` at the end of the call (`steps_per_call`
+  steps) the signal arrived in, once the checkpoint being written is
+  complete: every complete checkpoint is kept, and running the same command
+  again resumes from the latest. A signal before training starts (loading,
+  restoring) raises it at once. A `KeyboardInterrupt`, so `except Exception`
+  does not catch it.
+
+  Attributes:
+    signum: the signal's number (`signal.SIGINT` or `signal.SIGTERM`).
+    step: the last step computed, or None before training started.
+  """
+
+  def __init__(self, message: str, signum: int, step: Optional[int]):
+    super().__init__(message)
+    self.signum, self.step = signum, step
 
 
 def maybe_initialize_distributed(config: config_lib.TrainConfig) -> None:
@@ -90,74 +152,112 @@ def maybe_initialize_distributed(config: config_lib.TrainConfig) -> None:
 
 
 def load_dataset(config: config_lib.TrainConfig) -> np.ndarray:
-  """The training examples `[N, *data_shape]` (float32) the config names.
+  """The training examples `[N, *data_shape]` the config names, checked.
 
   `grid`: `config.grid_train_size` points `[N, 2]` of the Grid mixture, drawn
-  from `config.seed`; `digits`: scikit-learn's 8×8 digits `[1797, 64]`;
-  `npz`, `mnist`, `celeba`: read from `config.data_path`.
+  from `config.seed`; `digits`: scikit-learn's 8×8 digits `[1797, 8, 8, 1]`;
+  `npz` (array `x`), `mnist`, `celeba`: read from `config.data_path`. The
+  examples are checked (`data.check_examples`: numbers, at least two, finite,
+  not all alike), and so is `config.batch_size` against their number and
+  every device of every process, the trainer's mesh
+  (`config.validate_data_size`).
 
   Args:
-    config: the run's `TrainConfig` (`data`, `data_path`, `seed`,
-      `grid_train_size`).
+    config: the run's `TrainConfig`, already through `config.validate`.
 
   Returns:
-    A NumPy array `[N, *data_shape]`: float32, or uint8 pixels for `celeba`
-    (a quarter of the memory; `data.as_float` converts a batch at a time).
+    A NumPy array `[N, *data_shape]`: float32, or uint8 pixels for `mnist`
+    and `celeba` (a quarter of the memory; `data.as_float` converts a batch
+    at a time, to bitwise the float32 images).
 
   Raises:
-    TypeError: `config` not a `TrainConfig`.
-    ValueError: an unknown `config.data`, no `data_path` for a data set read
-      from files, or `grid_train_size` not a positive multiple of 25.
+    TypeError: `config` not a `TrainConfig`; data that are not real numbers
+      (strings, complex numbers), naming the file.
+    ValueError: data that are no training set (one example, NaN rows, all
+      alike, 1-D), naming the file and what was found; `batch_size` larger
+      than the data set.
     FileNotFoundError: `data_path` missing (from `couae_jax.data`).
 
   Example:
     >>> from couae_jax import config as config_lib, loop
-    >>> data = loop.load_dataset(config_lib.TrainConfig(grid_train_size=50))
+    >>> data = loop.load_dataset(config_lib.TrainConfig(grid_train_size=50,
+    ...                                                 batch_size=50))
     >>> data.shape, data.dtype
     ((50, 2), dtype('float32'))
   """
-  config_lib._check_config(config)
-  if config.data not in config_lib.DATASETS:
-    raise ValueError(f"config.data must be one of {config_lib.DATASETS}; got "
-                     f"{config.data!r}.")
-  if config.data in ("npz", "mnist", "celeba") and not config.data_path:
-    raise ValueError(
-        f"config.data={config.data!r} reads files: set config.data_path.")
+  config_lib.check_type(config)
+  source, checked = f"{config.data_path} (data={config.data!r})", None
   if config.data == "grid":
-    size = config.grid_train_size
-    if (isinstance(size, bool) or not isinstance(size, numbers.Integral)
-        or size < 25 or size % 25):
-      raise ValueError(
-          f"config.grid_train_size must be a positive multiple of 25 (equal "
-          f"points per mode); got {size!r}.")
-    points, _ = data_lib.grid_training_set(
+    examples, _ = data_lib.grid_training_set(
         config.seed, per_mode=config.grid_train_size // 25)
-    return points
-  if config.data == "digits":
-    return data_lib.load_digits()[0]
-  if config.data == "npz":
-    return np.asarray(data_lib.load_npz(config.data_path), np.float32)
-  if config.data == "mnist":
-    return data_lib.load_mnist(config.data_path)[0]
-  return data_lib.load_celeba(config.data_path, dtype=np.uint8)
+    source = f"data='grid' (grid_train_size={config.grid_train_size})"
+  elif config.data == "digits":
+    examples, source = data_lib.load_digits()[0], "data='digits'"
+  elif config.data == "npz":
+    source = f"{config.data_path} (array 'x')"
+    # Checked before the cast too: NumPy casts complex numbers to their real
+    # part and strings to numbers. float64 beyond float32's range becomes
+    # inf, which the check of the cast reports.
+    checked = data_lib.check_examples(data_lib.load_npz(config.data_path),
+                                      source)
+    with np.errstate(over="ignore"):
+      examples = np.asarray(checked, np.float32)
+    source = f"{source} as float32"
+  elif config.data == "mnist":
+    examples = data_lib.load_mnist(config.data_path, dtype=np.uint8)[0]
+  elif config.data == "celeba":
+    examples = data_lib.load_celeba(config.data_path, dtype=np.uint8)
+  else:  # not validated: name the boundary rather than guess a loader
+    raise ValueError(f"config.data={config.data!r} is not a data set; run "
+                     "config.validate(config) first.")
+  if examples is not checked:
+    data_lib.check_examples(examples, source)
+  config_lib.validate_data_size(config, len(examples),
+                                devices=jax.device_count(),
+                                processes=jax.process_count())
+  return examples
 
 
 class MetricsLog:
   """Appends metrics as JSON lines (process 0 only), keeping resumes clean.
 
   On resume, lines logged after the restored step (work redone after a
-  crash) are dropped, so every step appears once.
+  crash, or past a corrupt checkpoint the run fell back from) are dropped,
+  so every step appears once and the log ends at the restored step. A torn
+  last line (a run killed mid-write) is dropped with a warning; a garbled
+  line before the last raises ValueError naming the file and line. The file
+  is rewritten atomically (a kill meanwhile leaves the old one).
   """
 
   def __init__(self, path: str, resume_step: int, enabled: bool):
     self._path = path
     self._enabled = enabled
     if enabled and os.path.exists(path):
-      with open(path) as f:
-        kept = [line for line in f
-                if line.strip() and json.loads(line)["step"] <= resume_step]
-      with open(path, "w") as f:
+      with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [(number, line) for number, line in enumerate(f, 1)
+                 if line.strip()]
+      kept = []
+      for index, (number, line) in enumerate(lines):
+        try:
+          step = json.loads(line)["step"]
+          if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step {step!r} is not an int")
+        except (ValueError, KeyError, TypeError) as error:
+          if index == len(lines) - 1:
+            warnings.warn(
+                f"{path}: dropped its last line, which is torn (a run killed "
+                f"while writing it?): {line.strip()!r:.80}", stacklevel=3)
+            continue
+          raise ValueError(
+              f"{path} line {number} is not a metrics record ({error}): "
+              f"{line.strip()!r:.80}. Fix or delete that line to resume."
+          ) from error
+        if step <= resume_step:
+          kept.append(line if line.endswith("\n") else line + "\n")
+      temporary = f"{path}.tmp-{os.getpid()}"
+      with open(temporary, "w") as f:
         f.writelines(kept)
+      os.replace(temporary, path)
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if self._enabled:
@@ -192,9 +292,15 @@ def fit(config: config_lib.TrainConfig, workdir: str, *,
     TypeError: `config` not a `TrainConfig`, `workdir` not a path, `progress`
       not a bool.
     ValueError: a bad config, or a workdir holding another config's run
-      (`checkpointing.ConfigMismatchError`), before anything is compiled.
+      (`checkpointing.ConfigMismatchError`) or a run on other data
+      (`checkpointing.DataMismatchError`), before anything is compiled; a
+      workdir whose checkpoints are all corrupt
+      (`checkpointing.CheckpointCorruptError`).
+    WorkdirLockedError: another run is training in the workdir.
     TrainingDiverged: a non-finite loss term or parameters; the last good
       checkpoint is kept.
+    TrainingInterrupted: SIGINT or SIGTERM; every complete checkpoint is
+      kept.
 
   Example:
     >>> import tempfile
@@ -202,7 +308,7 @@ def fit(config: config_lib.TrainConfig, workdir: str, *,
     >>> with tempfile.TemporaryDirectory() as workdir:
     ...   trained = fit(config, workdir, progress=False)
     ...   print(trained.step, sorted(os.listdir(workdir)))
-    4 ['checkpoints', 'figures', 'metrics.jsonl']
+    4 ['.lock', 'checkpoints', 'figures', 'metrics.jsonl']
   """
   config_lib._check_config(config)
   workdir = _checks.path("workdir", workdir)
@@ -235,7 +341,10 @@ def fit_seeds(config: config_lib.TrainConfig, seeds: Sequence[int],
   Raises:
     TypeError: as `fit`.
     ValueError: `seeds` empty, repeated or not ints >= 0; otherwise as `fit`.
+    WorkdirLockedError: another run is training in one of the seeds'
+      workdirs (each seed's workdir is locked, as `fit` locks its own).
     TrainingDiverged: as `fit` (the message names the seed).
+    TrainingInterrupted: as `fit`.
 
   Example:
     >>> import tempfile
@@ -304,9 +413,10 @@ class _Member:
   """
 
   def __init__(self, config: config_lib.TrainConfig, workdir: str,
-               dataset: np.ndarray):
+               dataset: np.ndarray, digest: dict):
     os.makedirs(workdir, exist_ok=True)
     self.config, self.workdir, self.dataset = config, workdir, dataset
+    self.digest = digest
     self.scaling = (checkpointing.DataScaling.of(dataset)
                     if config.standardize else None)
     self.iterator = data_lib.BatchIterator(
@@ -314,7 +424,15 @@ class _Member:
         process_index=jax.process_index(),
         process_count=jax.process_count())
     self.checkpointer = checkpointing.Checkpointer(
-        workdir, config, dataset.shape[1:], self.scaling)
+        workdir, config, dataset.shape[1:], self.scaling, data=digest)
+    # The newest checkpoint whose config and data were checked.
+    self.checked_step = self.checkpointer._newest_readable_meta()[0]
+
+  def check(self, step: Optional[int] = None) -> None:
+    """Refuses another config or other data than the checkpoint's (the
+    newest readable one, or `step`)."""
+    self.checkpointer.check_config(self.config, step)
+    self.checkpointer.check_data(self.digest, step)
 
   def network_input(self, batch: np.ndarray) -> np.ndarray:
     batch = data_lib.as_float(batch)
@@ -331,25 +449,76 @@ class _Member:
     self.checkpointer.close()
 
 
-def _common_start(members: Sequence[_Member]) -> int:
-  """The step every member can resume from (0: start afresh).
+def _resume(members: Sequence[_Member], abstract
+            ) -> tuple[int, Optional[list]]:
+  """The step every member resumes from, with their restored states (0 and
+  None: start afresh), each checkpoint verified.
 
-  A crash between the members' saves can leave some of them a checkpoint
-  ahead; a resumed ensemble recomputes those steps identically, so the
-  checkpoints past the common step are dropped.
+  Newest first, a step that every member holds is restored; a member's
+  corrupt checkpoint (`checkpointing.CheckpointCorruptError`) is moved aside
+  (`Checkpointer.quarantine`) with a `CheckpointWarning` naming it and why,
+  and the next older one is tried. With no good checkpoint left, the run
+  stops with CheckpointCorruptError rather than start afresh. A crash
+  between the members' saves can leave some of them a checkpoint ahead; a
+  resumed ensemble recomputes those steps identically, so the checkpoints
+  past the common step are dropped.
   """
-  latest = [member.checkpointer.latest_step() for member in members]
-  common = min(step or 0 for step in latest)
-  for member in members:
-    for step in member.checkpointer.steps():
+  saved = [set(member.checkpointer.steps()) for member in members]
+  if not all(saved):  # a member never saved: every member starts afresh.
+    for member, steps in zip(members, saved):
+      for step in steps:
+        member.checkpointer.delete(step)
+    return 0, None
+  bad: list[dict[int, str]] = [{} for _ in members]
+  while True:
+    good = [steps - set(corrupt) for steps, corrupt in zip(saved, bad)]
+    shared = set.intersection(*good)
+    if not shared:
+      _raise_no_common_checkpoint(members, saved, bad)
+    common = max(shared)
+    restored = []
+    for index, member in enumerate(members):
+      try:
+        if member.checked_step != common:
+          member.check(common)
+        restored.append(member.checkpointer.restore(common, abstract))
+      except checkpointing.CheckpointCorruptError as error:
+        bad[index][common] = error.reason
+        break
+    if len(restored) == len(members):
+      break
+  for member, steps, corrupt in zip(members, saved, bad):
+    for step, reason in sorted(corrupt.items()):
+      moved = member.checkpointer.quarantine(step, reason)
+      warnings.warn(
+          f"{member.workdir}: the checkpoint of step {step} is corrupt "
+          f"({reason}); moved it to {moved}. Resuming from step {common}, "
+          f"the newest good checkpoint"
+          f"{' every seed holds' if len(members) > 1 else ''}.",
+          checkpointing.CheckpointWarning, stacklevel=4)
+    for step in sorted(steps - set(corrupt)):
       if step > common:
         member.checkpointer.delete(step)
-    if common and common not in member.checkpointer.steps():
-      raise RuntimeError(
-          f"{member.workdir} has no checkpoint at step {common}, the last "
-          "step every seed of the ensemble saved; resume the seeds apart "
-          "with fit(), or start in a new workdir.")
-  return common
+  return common, restored
+
+
+def _raise_no_common_checkpoint(members, saved, bad) -> None:
+  for member, steps, corrupt in zip(members, saved, bad):
+    if steps and set(corrupt) == steps:
+      raise checkpointing.CheckpointCorruptError(
+          None, "every checkpoint is corrupt",
+          f"no checkpoint in {member.workdir} can be resumed from, every one "
+          "is corrupt: " + "; ".join(
+              f"step {step}: {reason}" for step, reason in
+              sorted(corrupt.items(), reverse=True))
+          + f". Move {checkpointing.checkpoint_dir(member.workdir)} aside to "
+          "train afresh, or use a new --workdir.")
+  held = ", ".join(f"{member.workdir}: {sorted(steps - set(corrupt))}"
+                   for member, steps, corrupt in zip(members, saved, bad))
+  raise RuntimeError(
+      f"the seeds of the ensemble hold no checkpoint at a common step (good "
+      f"checkpoints: {held}); resume the seeds apart with fit(), or start in "
+      "a new workdir.")
 
 
 def _chunk_end(step: int, config: config_lib.TrainConfig) -> int:
@@ -371,26 +540,160 @@ def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
   mesh = train_lib.make_mesh()
   config_lib.validate(config, devices=mesh.size,
                       processes=jax.process_count())
-  # Only the Grid is drawn from the seed; a data set read from files is read
-  # once and shared by every seed.
-  if config.data == "grid":
-    datasets = [load_dataset(member_config) for member_config in configs]
-  else:
-    datasets = [load_dataset(config)] * len(configs)
-  data_shape = datasets[0].shape[1:]
-  members: list[_Member] = []
+  with _WorkdirLocks(workdirs), _StopOnSignal() as stop:
+    # Only the Grid is drawn from the seed; a data set read from files is
+    # read once and shared by every seed.
+    if config.data == "grid":
+      datasets = [load_dataset(member_config) for member_config in configs]
+      digests = [checkpointing.data_digest(data) for data in datasets]
+    else:
+      datasets = [load_dataset(config)] * len(configs)
+      digests = [checkpointing.data_digest(datasets[0])] * len(configs)
+    data_shape = datasets[0].shape[1:]
+    members: list[_Member] = []
+    try:
+      for member_config, workdir, dataset, digest in zip(
+          configs, workdirs, datasets, digests):
+        members.append(_Member(member_config, workdir, dataset, digest))
+        members[-1].check()
+      return _train(members, mesh, data_shape, progress, stop)
+    finally:
+      for member in members:
+        member.close()
+
+
+def _lock(workdir: str) -> Optional[int]:
+  """Takes `workdir`'s lock: the file descriptor holding it (None where the
+  file system has no locks, with a warning). Raises WorkdirLockedError."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  if fcntl is None:  # pragma: no cover - not POSIX
+    warnings.warn(f"no file locks on this system: {workdir} is not locked "
+                  "against a second run.", stacklevel=4)
+    return None
+  descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
-    for member_config, workdir, dataset in zip(configs, workdirs, datasets):
-      members.append(_Member(member_config, workdir, dataset))
-      members[-1].checkpointer.check_config(member_config)
-    return _train(members, mesh, data_shape, progress)
-  finally:
-    for member in members:
-      member.close()
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as error:
+    holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip()
+    os.close(descriptor)
+    if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+      holder = holder or "holder unknown"
+      raise WorkdirLockedError(
+          f"the workdir {workdir} is in use by another run ({holder}; lock "
+          f"{path}): wait for that run to end, or "
+          "use another --workdir. The lock goes when that run's process ends, "
+          "even by a crash.") from None
+    warnings.warn(f"cannot lock {path} ({error}): {workdir} is not locked "
+                  "against a second run.", stacklevel=4)
+    return None
+  os.ftruncate(descriptor, 0)
+  os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n".encode(), 0)
+  return descriptor
 
 
-def _train(members: Sequence[_Member], mesh, data_shape,
-           progress: bool) -> list[checkpointing.TrainedModel]:
+class _WorkdirLocks:
+  """Holds the lock of each workdir (of each seed for an ensemble) while a
+  run trains. Process 0 of a multi-process run holds them for the run (the
+  processes share the workdir); the others learn whether it could."""
+
+  def __init__(self, workdirs: Sequence[str]):
+    self._workdirs = list(workdirs)
+    self._held: list[int] = []
+
+  def __enter__(self):
+    error, failed = None, -1
+    if jax.process_index() == 0:
+      for index, workdir in enumerate(self._workdirs):
+        try:
+          descriptor = _lock(workdir)
+        except WorkdirLockedError as e:
+          error, failed = e, index
+          break
+        if descriptor is not None:
+          self._held.append(descriptor)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      failed = int(multihost_utils.broadcast_one_to_all(np.int32(failed)))
+    if failed >= 0:
+      self._release()
+      raise error or WorkdirLockedError(
+          f"the workdir {self._workdirs[failed]} is in use by another run "
+          f"(process 0 of this run found its lock taken): wait for that run "
+          f"to end, or use another --workdir.")
+    return self
+
+  def _release(self) -> None:
+    while self._held:
+      os.close(self._held.pop())  # closing the descriptor releases the lock
+
+  def __exit__(self, *exc_info):
+    self._release()
+
+
+class _StopOnSignal:
+  """SIGINT and SIGTERM while a run is in `fit`.
+
+  Before training starts they raise TrainingInterrupted at once; once
+  `defer()` is called (the training loop), the first one is only recorded,
+  for the loop to stop at its next step boundary (`requested`), after the
+  save being written, and a second one ends the process at once (complete
+  checkpoints are on disk: orbax renames a checkpoint into place only once
+  it is complete). Handlers are installed only from the main thread, and
+  the previous ones are put back on exit.
+  """
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.signum: Optional[int] = None
+    self._deferred = False
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+  def defer(self) -> None:
+    self._deferred = True
+
+  def _handle(self, signum, frame) -> None:
+    name = signal.Signals(signum).name
+    if not self._deferred:
+      raise TrainingInterrupted(
+          f"stopped by {name} before training started; nothing was saved "
+          "since the latest checkpoint.", signum, None)
+    if self.signum is not None:
+      os.write(2, f"\n{name} again: stopping at once; every complete "
+               "checkpoint is kept, the one being written (if any) is "
+               "dropped.\n".encode())
+      os._exit(128 + signum)
+    self.signum = signum
+    os.write(2, f"\n{name}: stopping at the end of this call, once the "
+             f"checkpoint being written is complete (again: stop at "
+             f"once).\n".encode())
+
+  def requested(self) -> Optional[int]:
+    """The signal that asked the run to stop, or None; in a multi-process
+    run, whether any process got one (every process stops at the same
+    step)."""
+    signum = self.signum or 0
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      signum = int(np.max(multihost_utils.process_allgather(
+          np.int32(signum))))
+    return signum or None
+
+
+def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
+           stop_signal: _StopOnSignal) -> list[checkpointing.TrainedModel]:
   config = members[0].config
   model = train_lib.build_model(config, data_shape,
                                 axis_name=train_lib.DATA_AXIS)
@@ -407,15 +710,14 @@ def _train(members: Sequence[_Member], mesh, data_shape,
           lambda leaf: jax.lax.dynamic_index_in_dim(leaf, index,
                                                     keepdims=False), state),
       out_shardings=replicated)
-  start = _common_start(members)
+  abstract = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                        sharding=replicated),
+      jax.eval_shape(init_member, 0))
+  start, restored = _resume(members, abstract)
   if start:
-    abstract = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                          sharding=replicated),
-        jax.eval_shape(init_member, 0))
     states = []
-    for member in members:
-      member_state, position = member.checkpointer.restore(start, abstract)
+    for member, (member_state, position) in zip(members, restored):
       member.iterator.restore(position)
       states.append(member_state)
     state = jax.jit(lambda states: jax.tree.map(
@@ -433,8 +735,18 @@ def _train(members: Sequence[_Member], mesh, data_shape,
           for member in members]
   bar = _progress(config.steps, start, progress and lead)
   step, last_time, last_step = start, time.perf_counter(), start
+  stop_signal.defer()
   try:
     while step < config.steps:
+      signum = stop_signal.requested()
+      if signum is not None:
+        latest = [member.checkpointer.latest_step() for member in members]
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(signum).name} after step {step}; "
+            f"the latest checkpoint is step {min(s or 0 for s in latest)}"
+            f"{' of every seed' if len(members) > 1 else ''}, every complete "
+            "checkpoint is kept. Run the same command again to resume.",
+            signum, step)
       stop = _chunk_end(step, config)
       local = np.stack([np.stack([member.network_input(next(member.iterator))
                                   for _ in range(stop - step)])
@@ -473,6 +785,11 @@ def _train(members: Sequence[_Member], mesh, data_shape,
         if figures:
           _save_figures(member, member.trained_model(inference_model,
                                                      member_state))
+      if save:
+        # The next steps are at risk only once this save is complete: a crash
+        # then loses at most one checkpoint interval.
+        for member in members:
+          member.checkpointer.wait_until_finished()
   finally:
     if bar is not None:
       bar.close()
@@ -507,5 +824,6 @@ def _save_figures(member: _Member,
                         key=jax.random.key(member.config.seed))
 
 
-__all__ = ["TrainingDiverged", "fit", "fit_seeds", "load_dataset",
-           "maybe_initialize_distributed", "seed_workdir"]
+__all__ = ["TrainingDiverged", "TrainingInterrupted", "WorkdirLockedError",
+           "fit", "fit_seeds", "load_dataset", "maybe_initialize_distributed",
+           "seed_workdir"]
