@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import numbers
 import os
 import time
@@ -64,7 +63,7 @@ _STATS_CHUNK = 4096
 #: Fields a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = frozenset({
     "steps", "log_every", "eval_every", "checkpoint_every",
-    "keep_checkpoints", "distributed", "steps_per_call",
+    "keep_checkpoints", "distributed", "steps_per_call", "ensemble",
 })
 
 
@@ -362,7 +361,7 @@ class Checkpointer:
                data_shape: Sequence[int],
                scaling: Optional[DataScaling] = None,
                data: Optional[Mapping[str, Any]] = None):
-    config_lib._check_config(config)
+    config_lib.check_type(config)
     data_shape = _checks.shape_tuple("data_shape", data_shape)
     if scaling is not None:
       _checks.instance("scaling", scaling, DataScaling,
@@ -445,7 +444,7 @@ class Checkpointer:
     (default) takes the newest whose metadata can be read (corrupt ones are
     skipped, and reported by `restore`). Nothing to compare with passes.
     """
-    config_lib._check_config(config)
+    config_lib.check_type(config)
     if step is None:
       step, meta = self._newest_readable_meta()
       if step is None:
@@ -720,10 +719,7 @@ class DataScaling:
     if dtype is None or not np.issubdtype(dtype, np.number):
       raise TypeError(f"mean must be a numeric array [*data_shape]; got "
                       f"{self.mean!r:.80}.")
-    if (isinstance(self.scale, bool) or not isinstance(self.scale, numbers.Real)
-        or not math.isfinite(self.scale) or self.scale <= 0):
-      raise ValueError(f"scale must be a finite number > 0; got "
-                       f"{self.scale!r}.")
+    _checks.positive_number("scale", self.scale)
 
   def _check_x(self, x):
     shape = getattr(x, "shape", None)
@@ -852,7 +848,7 @@ class TrainedModel:
   def __post_init__(self):
     _checks.instance("model", self.model, models.Autoencoder,
                      "a models.Autoencoder")
-    config_lib._check_config(self.config)
+    config_lib.check_type(self.config)
     _checks.non_negative_int("step", self.step)
     _checks.shape_tuple("data_shape", self.data_shape)
     if not isinstance(self.data_shape, tuple):
@@ -1029,6 +1025,8 @@ def _restore_model(manager: ocp.CheckpointManager, step: int) -> TrainedModel:
   """The verified `TrainedModel` of `step` (CheckpointCorruptError)."""
   meta = _read_verified_meta(manager, step)
   config = _saved_config(meta["config"], step)
+  # The builders below trust a validated config, as they do in `loop.fit`.
+  config_lib.validate(config)
   try:
     scaling = (DataScaling.from_dict(meta["data_scaling"])
                if "data_scaling" in meta else None)

@@ -55,6 +55,7 @@ from couae_jax import _checks
 from couae_jax import checkpointing
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
+from couae_jax import models as models_lib
 from couae_jax import train as train_lib
 
 METRICS_FILE = "metrics.jsonl"
@@ -136,7 +137,7 @@ def maybe_initialize_distributed(config: config_lib.TrainConfig) -> None:
     >>> from couae_jax import config as config_lib, loop
     >>> loop.maybe_initialize_distributed(config_lib.TrainConfig())  # no-op
   """
-  config_lib._check_config(config)
+  config_lib.check_type(config)
   if not (config.distributed or os.environ.get("COUAE_DISTRIBUTED") == "1"):
     return
   if jax.distributed.is_initialized():
@@ -310,9 +311,9 @@ def fit(config: config_lib.TrainConfig, workdir: str, *,
     ...   print(trained.step, sorted(os.listdir(workdir)))
     4 ['.lock', 'checkpoints', 'figures', 'metrics.jsonl']
   """
-  config_lib._check_config(config)
+  config_lib.check_type(config)
   workdir = _checks.path("workdir", workdir)
-  _check_progress(progress)
+  _checks.python_bool("progress", progress)
   return _fit([config], [workdir], progress)[0]
 
 
@@ -355,9 +356,9 @@ def fit_seeds(config: config_lib.TrainConfig, seeds: Sequence[int],
     ...   print([m.config.seed for m in models], sorted(os.listdir(workdir)))
     [3, 7] ['seed3', 'seed7']
   """
-  config_lib._check_config(config)
+  config_lib.check_type(config)
   workdir = _checks.path("workdir", workdir)
-  _check_progress(progress)
+  _checks.python_bool("progress", progress)
   try:
     seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
   except TypeError:
@@ -400,11 +401,6 @@ def seed_workdir(workdir: str, seed: int) -> str:
   return os.path.join(workdir, f"seed{seed}")
 
 
-def _check_progress(progress) -> None:
-  if not isinstance(progress, bool):
-    raise TypeError(f"progress must be a Python bool; got {progress!r}.")
-
-
 class _Member:
   """One run of an ensemble: its data, data order, checkpoints and log.
 
@@ -420,7 +416,7 @@ class _Member:
     self.scaling = (checkpointing.DataScaling.of(dataset)
                     if config.standardize else None)
     self.iterator = data_lib.BatchIterator(
-        dataset, min(config.batch_size, len(dataset)), config.seed,
+        dataset, config.batch_size, config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count())
     self.checkpointer = checkpointing.Checkpointer(
@@ -538,8 +534,9 @@ def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
   config = configs[0]
   maybe_initialize_distributed(config)
   mesh = train_lib.make_mesh()
-  config_lib.validate(config, devices=mesh.size,
-                      processes=jax.process_count())
+  for member_config in configs:  # they differ in the seed, which is checked
+    config_lib.validate(member_config, devices=mesh.size,
+                        processes=jax.process_count())
   with _WorkdirLocks(workdirs), _StopOnSignal() as stop:
     # Only the Grid is drawn from the seed; a data set read from files is
     # read once and shared by every seed.
@@ -692,6 +689,85 @@ class _StopOnSignal:
     return signum or None
 
 
+class _VmappedMembers:
+  """Every member in one call per chunk: `lax.scan` over the steps of the
+  step vmapped over the members, the state's leaves stacked `[S, ...]`.
+  Small models spend their time in per-step dispatch and tiny products; this
+  turns `K·S` of them into one call of batched products."""
+
+  def __init__(self, mesh, init_member, restored, seeds, step_kwargs):
+    replicated = train_lib.replicated(mesh)
+    self._mesh = mesh
+    if restored is None:
+      self._state = jax.jit(jax.vmap(init_member), out_shardings=replicated)(
+          np.asarray(seeds, np.int32))
+    else:
+      self._state = jax.jit(lambda states: jax.tree.map(
+          lambda *leaves: jnp.stack(leaves), *states),
+                            out_shardings=replicated)(restored)
+    self._step = train_lib.make_parallel_step(mesh, ensemble=True,
+                                              **step_kwargs)
+    self._member_of = jax.jit(
+        lambda state, index: jax.tree.map(
+            lambda leaf: jax.lax.dynamic_index_in_dim(leaf, index,
+                                                      keepdims=False), state),
+        out_shardings=replicated)
+
+  def run(self, local: np.ndarray) -> dict[str, np.ndarray]:
+    """`local: [K, S, b, ...]` -> metrics `{name: [K, S]}`."""
+    batches = data_lib.shard_batch(local, self._mesh,
+                                   axis=train_lib.DATA_AXIS, batch_dim=2)
+    self._state, metrics = self._step(self._state, batches)
+    return {name: np.asarray(value)
+            for name, value in jax.device_get(metrics).items()}
+
+  def member(self, index: int) -> train_lib.TrainState:
+    return self._member_of(self._state, index)
+
+
+class _LoopedMembers:
+  """One call per member and step. XLA:CPU runs the conv networks' step
+  3-8x slower inside a `lax.scan` or vmapped over members (BUILD_NOTES
+  section 2d) than as a plain call, and a conv step is long enough that the
+  per-call dispatch costs nothing."""
+
+  def __init__(self, mesh, init_member, restored, seeds, step_kwargs):
+    self._mesh = mesh
+    if restored is None:
+      init = jax.jit(init_member, out_shardings=train_lib.replicated(mesh))
+      restored = [init(np.int32(seed)) for seed in seeds]
+    self._states = list(restored)
+    self._step = train_lib.make_parallel_step(mesh, **step_kwargs)
+
+  def run(self, local: np.ndarray) -> dict[str, np.ndarray]:
+    """`local: [K, S, b, ...]` -> metrics `{name: [K, S]}`."""
+    metrics = []
+    for step_batches in local:
+      row = []
+      for index, batch in enumerate(step_batches):
+        batch = data_lib.shard_batch(batch, self._mesh,
+                                     axis=train_lib.DATA_AXIS)
+        self._states[index], member_metrics = self._step(
+            self._states[index], batch)
+        row.append(member_metrics)
+      metrics.append(row)
+    metrics = jax.device_get(metrics)
+    return {name: np.array([[m[name] for m in row] for row in metrics])
+            for name in metrics[0][0]}
+
+  def member(self, index: int) -> train_lib.TrainState:
+    return self._states[index]
+
+
+def _members_runner(config: config_lib.TrainConfig, model):
+  """The runner `config.ensemble` names ("auto": loop for conv networks)."""
+  mode = config.ensemble
+  if mode == "auto":
+    conv = isinstance(model.encoder, models_lib.ConvEncoder)
+    mode = "loop" if conv else "vmap"
+  return _LoopedMembers if mode == "loop" else _VmappedMembers
+
+
 def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
            stop_signal: _StopOnSignal) -> list[checkpointing.TrainedModel]:
   config = members[0].config
@@ -705,31 +781,22 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
   def init_member(seed):
     return train_lib.init_state(model, optimizer, example, seed)
 
-  member_of = jax.jit(
-      lambda state, index: jax.tree.map(
-          lambda leaf: jax.lax.dynamic_index_in_dim(leaf, index,
-                                                    keepdims=False), state),
-      out_shardings=replicated)
   abstract = jax.tree.map(
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                         sharding=replicated),
       jax.eval_shape(init_member, 0))
   start, restored = _resume(members, abstract)
+  states = None
   if start:
     states = []
     for member, (member_state, position) in zip(members, restored):
       member.iterator.restore(position)
       states.append(member_state)
-    state = jax.jit(lambda states: jax.tree.map(
-        lambda *leaves: jnp.stack(leaves), *states),
-                    out_shardings=replicated)(states)
-  else:
-    seeds = np.array([member.config.seed for member in members], np.int32)
-    state = jax.jit(jax.vmap(init_member), out_shardings=replicated)(seeds)
-
-  step_fn = train_lib.make_parallel_step(
-      mesh, model=model, regularizer=train_lib.make_regularizer(config),
-      optimizer=optimizer, lam=config.lam, ensemble=True)
+  runs = _members_runner(config, model)(
+      mesh, init_member, states,
+      [member.config.seed for member in members],
+      dict(model=model, regularizer=train_lib.make_regularizer(config),
+           optimizer=optimizer, lam=config.lam))
   lead = jax.process_index() == 0
   logs = [MetricsLog(os.path.join(member.workdir, METRICS_FILE), start, lead)
           for member in members]
@@ -751,11 +818,7 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
       local = np.stack([np.stack([member.network_input(next(member.iterator))
                                   for _ in range(stop - step)])
                         for member in members], axis=1)
-      batches = data_lib.shard_batch(local, mesh, axis=train_lib.DATA_AXIS,
-                                     batch_dim=2)
-      state, metrics = step_fn(state, batches)
-      metrics = {name: np.asarray(value)
-                 for name, value in jax.device_get(metrics).items()}
+      metrics = runs.run(local)
       _raise_if_diverged(metrics, step, members)
       if bar is not None:
         bar.update(stop - step)
@@ -778,7 +841,7 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
           config.eval_every and step % config.eval_every == 0))
       for index, member in enumerate(members):
         if save or figures:
-          member_state = member_of(state, index)
+          member_state = runs.member(index)
         if save:
           member.checkpointer.save(step, member_state,
                                    member.iterator.state(), last[index])
@@ -794,7 +857,7 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
     if bar is not None:
       bar.close()
   return [member.trained_model(inference_model,
-                               jax.device_get(member_of(state, index)))
+                               jax.device_get(runs.member(index)))
           for index, member in enumerate(members)]
 
 
