@@ -289,10 +289,11 @@ def _coulomb_of_sq_jvp(p, primals, tangents):
   # sq_dist. At coincident points we take the slope to be 0: for h >= 4 that is
   # the limit, for h = 3 the slope diverges but the gradient in x, the slope
   # times 2(x - y), stays bounded, and 0 is the symmetric choice.
+  # (Tested as `== 0`, not `> 0`, so that a NaN distance keeps a NaN slope.)
   log_slope = -0.5 * p * qk * k
-  positive = sq_dist > 0
-  d_k_d_sq = jnp.where(positive, log_slope / jnp.where(positive, sq_dist, 1.0),
-                       0.0)
+  coincident = sq_dist == 0
+  d_k_d_sq = jnp.where(coincident, 0.0,
+                       log_slope / jnp.where(coincident, 1.0, sq_dist))
   d_k_d_inv = log_slope / inv_scale_sq
   tangent = d_k_d_sq * d_sq - k * k * d_eps + d_k_d_inv * d_inv
   return k, tangent

@@ -80,6 +80,33 @@ def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
                        axis=-1)
 
 
+def _codes(codes, prior_samples, axis_name):
+  """`codes` checked and converted once to the working dtype (NumPy float64
+  becomes float32 unless x64 is enabled, without a warning), and the given
+  `prior_samples` likewise; errors name these arguments."""
+  codes = _checks.floating_array("codes", codes)
+  if not isinstance(codes, jax.Array):
+    codes = jnp.asarray(codes)
+  codes = _checks.sample_set("codes", codes,
+                             min_points=1 if axis_name else 2)
+  if prior_samples is not None:
+    dtype = getattr(prior_samples, "dtype", None)
+    if dtype is not None and (
+        jnp.issubdtype(dtype, jax.dtypes.prng_key)
+        or (dtype == jnp.uint32 and getattr(prior_samples, "shape", None)
+            in ((2,), (4,)))):
+      raise TypeError(
+          "prior_samples (the second positional argument) got a PRNG key; "
+          "pass the key by keyword: key=key.")
+    prior_samples = _checks.floating_array("prior_samples", prior_samples)
+    if not isinstance(prior_samples, jax.Array):
+      prior_samples = jnp.asarray(prior_samples)
+    prior_samples = _checks.sample_set("prior_samples", prior_samples,
+                                       min_points=1 if axis_name else 2)
+    _checks.same_dimension("codes", codes, "prior_samples", prior_samples)
+  return codes, prior_samples
+
+
 def _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
                    axis_name):
   """The given prior samples, or this device's share of a global draw.
@@ -110,7 +137,7 @@ def coulomb_regularizer(
     eps: float = kernels.DEFAULT_EPS,
     scale: Optional[float] = None,
     kernel: str = "sliced_coulomb",
-    block_size: Optional[int] = None,
+    block_size: mmd.BlockSize = mmd.AUTO,
     axis_name: Optional[str] = None,
 ) -> jax.Array:
   """MMD² between codes and a prior under the Coulomb kernel (CouAE's term).
@@ -137,12 +164,23 @@ def coulomb_regularizer(
     kernel: `"sliced_coulomb"` (the default) or `"coulomb"`, the paper's
       `1/(u^(h-2) + eps)`, which is not positive definite for h > 4 and warns
       there (`kernels.NotPositiveDefiniteWarning`). Ignored at h = 2.
-    block_size: stream the Gram matrix in blocks of rows (see `mmd.mmd2`).
+    block_size: `"auto"` (the default) takes `mmd.mmd2`'s fastest path, the
+      Gram matrix streamed in blocks of rows (reverse mode; forward mode,
+      `jax.jvp`/`jax.jacfwd`, needs None); an int sets the rows per block;
+      None evaluates it densely (every JAX transformation). See `mmd.mmd2`.
     axis_name: inside `shard_map`, the data axis: the estimate is over the
       global batch.
 
   Returns:
-    A scalar, the unbiased MMD² estimate.
+    A scalar, the unbiased MMD² estimate; NaN (with NaN gradients) if a code
+    is NaN or infinite.
+
+  Raises:
+    ValueError: codes or prior_samples not `[n, h]` with n >= 2 (over the
+      global batch with `axis_name`), mismatched h, no key without
+      prior_samples, bad hyperparameters or block_size.
+    TypeError: non-floating codes or prior_samples, or a PRNG key passed
+      positionally as prior_samples.
 
   Example:
     >>> import jax
@@ -152,14 +190,15 @@ def coulomb_regularizer(
     >>> penalty.shape
     ()
   """
-  codes = _checks.sample_set("codes", codes, min_points=1)
+  codes, prior_samples = _codes(codes, prior_samples, axis_name)
   samples = _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
                            axis_name)
-  return mmd.mmd2(codes, samples,
-                  coulomb_kernel(codes.shape[-1], eps=eps, scale=scale,
-                                 prior=prior, kernel=kernel),
-                  block_size=block_size,
-                  axis_name=axis_name)
+  return mmd._named_mmd2(
+      codes, samples,
+      coulomb_kernel(codes.shape[-1], eps=eps, scale=scale, prior=prior,
+                     kernel=kernel),
+      names=("codes", "prior_samples"), block_size=block_size,
+      axis_name=axis_name)
 
 
 #: The Coulomb kernels `coulomb_regularizer` takes by name (h >= 3).
@@ -216,7 +255,7 @@ def wae_regularizer(
     num_prior_samples: Optional[int] = None,
     sigma: Optional[float] = None,
     scales: Sequence[float] = WAE_SCALES,
-    block_size: Optional[int] = None,
+    block_size: mmd.BlockSize = mmd.AUTO,
     axis_name: Optional[str] = None,
 ) -> jax.Array:
   """WAE-MMD's term: MMD² under the multi-scale IMQ kernel.
@@ -234,7 +273,11 @@ def wae_regularizer(
     scales: the multipliers s of the base constant `2 h sigma²`.
 
   Returns:
-    A scalar, the unbiased MMD² estimate.
+    A scalar, the unbiased MMD² estimate; NaN (with NaN gradients) if a code
+    is NaN or infinite.
+
+  Raises:
+    As `coulomb_regularizer`.
 
   Example:
     >>> import jax
@@ -243,14 +286,15 @@ def wae_regularizer(
     >>> bool(losses.wae_regularizer(codes, key=jax.random.key(1)) < 0.05)
     True
   """
-  codes = _checks.sample_set("codes", codes, min_points=1)
+  codes, prior_samples = _codes(codes, prior_samples, axis_name)
   samples = _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
                            axis_name)
   if sigma is None:
     sigma = priors_lib.coordinate_std(prior)
   kernel = wae_kernel(codes.shape[-1], sigma=sigma, scales=scales)
-  return mmd.mmd2(codes, samples, kernel, block_size=block_size,
-                  axis_name=axis_name)
+  return mmd._named_mmd2(codes, samples, kernel,
+                         names=("codes", "prior_samples"),
+                         block_size=block_size, axis_name=axis_name)
 
 
 def wae_kernel(h: int, *, sigma: float = 1.0,

@@ -6,26 +6,48 @@ into `z = [x; y]`; every estimator is a weighted sum over ordered pairs,
 sample each point belongs to (and the unbiased estimators drop `a = b`). The
 sum is evaluated one block of rows at a time against all columns, which gives
 
-* a dense path (one block holding every row, differentiated by JAX);
 * a blocked path whose peak memory is O(block_size * (n + m)) for the value and
   the gradient: for radial kernels the forward pass computes the gradient of
   each row block in the same sweep (the gradient of row a needs only row a of
   the Gram matrix, since `k` and `c` are symmetric), so reverse mode stores
-  nothing quadratic; for other kernels each block is rematerialised;
+  nothing quadratic; for other kernels each block is rematerialised. On CPU
+  each row block meets the columns one cache-sized tile at a time;
+* a dense path (`block_size=None`: one block holding every row, differentiated
+  by JAX, so forward mode and higher derivatives work);
 * the global-batch estimator for data parallelism (`axis_name`): each device
   holds its rows, gathers all columns, and adds its partial sum with `psum`.
 
-For the kernels of `couae_jax.kernels` the Gram blocks come from one matrix
-multiply, `‖a‖² + ‖b‖² - 2 a·b`, after centring both samples on their common
-mean (MMD is translation invariant; centring keeps the cancellation error of
-that formula proportional to the samples' spread, not to their offset).
-Other kernels are called on broadcast `[block, n, h]` pairs.
+`block_size="auto"`, the default, picks the blocked path and its block size
+from n, m, h and the backend.
+
+For the kernels of `couae_jax.kernels` at h > 4 the Gram blocks come from one
+matrix multiply, `‖a‖² + ‖b‖² - 2 a·b`, taken in the frame of the column's
+sample (every point minus that sample's coordinate-wise median): MMD is
+translation invariant, and in that frame the formula's cancellation error is
+proportional to the distances themselves, not to the samples' offset from the
+origin or from each other. Other kernels are called on broadcast
+`[block, n, h]` pairs.
+
+NaN or infinite inputs give a NaN estimate and NaN gradients, on every path.
+
+Accuracy (h > 4). A matrix-multiply distance `t` carries an absolute error of
+a few ulps of `‖a - c‖² + ‖b - c‖²`, c the column sample's median, and values
+below 8 such ulps count as 0. So distances within a sample are resolved down
+to about 1e-3 of that sample's spread around its median in float32 (for
+pairs across samples the error is relative to `t` itself), whatever the
+samples' offset from the origin or from each other; the inputs' own float32
+rounding (an ulp of |z|) is the limit below that. A point whose squared
+distance from a centre overflows the dtype (|z| beyond ~1e19 in float32) is
+at infinite distance from everything: kernel value 0, its limit (two such
+points together give NaN).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Optional
+import functools
+import os
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +56,13 @@ from couae_jax import _checks
 from couae_jax import kernels as kernels_lib
 
 Kernel = kernels_lib.Kernel
+
+
+#: `block_size="auto"`, the default: the fastest path for these shapes and
+#: this backend (`_auto_block_size`).
+AUTO = "auto"
+
+BlockSize = Union[int, str, None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +88,15 @@ def _biased_weights(n: int, m: int) -> _PairWeights:
 class _Rows(NamedTuple):
   """The points whose rows of the pair matrix this device sums.
 
-  `points` are the local x rows followed by the local y rows; `position` is a
-  row's global index within its own sample (-1 for padding), which locates the
-  diagonal; `weight_x` / `weight_y` weight the row's pairs with x / y columns.
+  The rows are the local x rows followed by the local y rows. `in_x` holds
+  them in the frame of the x columns (every point minus x's centre) and
+  `in_y` in the frame of the y columns (minus y's centre); without centring
+  both are the points themselves. `position` is a row's global index within
+  its own sample (-1 for padding), which locates the diagonal; `weight_x` /
+  `weight_y` weight the row's pairs with x / y columns.
   """
-  points: jax.Array     # [r, h]
+  in_x: jax.Array       # [r, h]
+  in_y: jax.Array       # [r, h]
   from_x: jax.Array     # [r] bool
   position: jax.Array   # [r] int32
   weight_x: jax.Array   # [r]
@@ -71,15 +104,8 @@ class _Rows(NamedTuple):
 
 
 class _Columns(NamedTuple):
-  x: jax.Array          # [n, h], every x of the global batch
-  y: jax.Array          # [m, h]
-
-
-def _diagonal(rows: _Rows, from_sample: jax.Array, size: int) -> jax.Array:
-  """`[r, size]` mask of the pairs of a row with itself."""
-  same = rows.from_x if from_sample else ~rows.from_x
-  return same[:, None] & (
-      rows.position[:, None] == jnp.arange(size, dtype=jnp.int32)[None, :])
+  x: jax.Array          # [n, h], every x of the global batch (x's frame)
+  y: jax.Array          # [m, h], every y (y's frame)
 
 
 def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -94,7 +120,8 @@ def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   carries a rounding error of a few ulps of `‖a‖² + ‖b‖²`; results below that
   floor are indistinguishable from 0 and are set to 0, so coincident points
   get exactly the kernel's value at 0. (At h > 4 every profile here is smooth
-  in t at 0, so that error does not show in k.)
+  in t at 0, so that error does not show in k.) The comparison is written so
+  that a NaN stays NaN.
   """
   if a.shape[-1] <= _EXACT_MAX_DIM:
     return sum(d * d for d in _coordinate_differences(a, b))
@@ -103,7 +130,7 @@ def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   cross = jnp.dot(a, b.T, precision=jax.lax.Precision.HIGHEST)
   t = sq_a + sq_b - 2.0 * cross
   floor = _ROUNDING_ULPS * jnp.finfo(t.dtype).eps * (sq_a + sq_b)
-  return jnp.where(t > floor, t, 0.0)
+  return jnp.where(t <= floor, 0.0, t)
 
 
 def _coordinate_differences(a: jax.Array, b: jax.Array) -> list[jax.Array]:
@@ -143,47 +170,104 @@ def _gram_fn(kernel: Kernel, radial: Optional[kernels_lib.BoundRadialKernel]):
   return gram
 
 
+def _diagonal(rows: _Rows, from_sample: bool, offset, size: int) -> jax.Array:
+  """`[r, size]` mask of the pairs of a row with itself, for the columns
+  `offset ... offset + size - 1` of one sample."""
+  same = rows.from_x if from_sample else ~rows.from_x
+  return same[:, None] & (
+      rows.position[:, None]
+      == offset + jnp.arange(size, dtype=jnp.int32)[None, :])
+
+
+def _column_sets(rows: _Rows, cols: _Columns):
+  """(from_x, row points, column points, row weights) of the two column
+  sets."""
+  return ((True, rows.in_x, cols.x, rows.weight_x),
+          (False, rows.in_y, cols.y, rows.weight_y))
+
+
 def _row_sums(gram, weights: _PairWeights, rows: _Rows,
               cols: _Columns) -> jax.Array:
-  """`[r]`: each row's weighted sum of kernel values over all columns."""
-  total = jnp.zeros(rows.points.shape[0], rows.points.dtype)
-  for from_x, col_points, weight in ((True, cols.x, rows.weight_x),
-                                     (False, cols.y, rows.weight_y)):
-    diagonal = _diagonal(rows, from_x, col_points.shape[0])
-    k = gram(rows.points, col_points, diagonal)
+  """`[r]`: each row's weighted sum of kernel values over all columns (the
+  dense path and generic kernels; differentiated by JAX)."""
+  total = jnp.zeros(rows.in_x.shape[0], rows.in_x.dtype)
+  for from_x, points, col_points, weight in _column_sets(rows, cols):
+    diagonal = _diagonal(rows, from_x, 0, col_points.shape[0])
+    k = gram(points, col_points, diagonal)
     if not weights.include_diagonal:
       k = jnp.where(diagonal, 0.0, k)
     total = total + weight * jnp.sum(k, axis=1)
   return total
 
 
-def _row_sums_and_grads(radial: kernels_lib.BoundRadialKernel,
-                        weights: _PairWeights, rows: _Rows, cols: _Columns):
-  """Row sums and the gradient of the whole estimate w.r.t. each row's point.
+def _tile_sums(radial, gram, weights: _PairWeights, rows: _Rows, points,
+               from_x: bool, weight, tile, offset, with_grads: bool):
+  """Row sums (and row gradients) of a row block against one column tile.
 
-  With `c` and `k` symmetric, d/dz_a sum_{a', b} c_a'b k(z_a', z_b) =
-  2 sum_b c_ab k'(t_ab) 2 (z_a - z_b), with t the squared distance and k' the
-  profile's slope: a function of row a alone, two matrix multiplies a block.
+  With `with_grads`: `c` and `k` symmetric give d/dz_a sum_{a', b} c_a'b
+  k(z_a', z_b) = 2 sum_b c_ab k'(t_ab) 2 (z_a - z_b), with t the squared
+  distance and k' the profile's slope: a function of row a alone, two matrix
+  multiplies a tile. Only `t` (or the matrix product it is made from) and the
+  weighted slopes are tile-sized arrays that must be materialised.
   """
-  points = rows.points
-  total = jnp.zeros(points.shape[0], points.dtype)
-  grads = jnp.zeros_like(points)
-  for from_x, col_points, weight in ((True, cols.x, rows.weight_x),
-                                     (False, cols.y, rows.weight_y)):
-    diagonal = _diagonal(rows, from_x, col_points.shape[0])
-    t = jnp.where(diagonal, 0.0, _sq_distances(points, col_points))
-    k, slope = jax.jvp(radial.profile, (t,), (jnp.ones_like(t),))
+  diagonal = _diagonal(rows, from_x, offset, tile.shape[0])
+  if not with_grads:
+    k = gram(points, tile, diagonal)
     if not weights.include_diagonal:
       k = jnp.where(diagonal, 0.0, k)
-    slope = weight[:, None] * jnp.where(diagonal, 0.0, slope)
-    total = total + weight * jnp.sum(k, axis=1)
-    grads = grads + 4.0 * _weighted_differences(slope, points, col_points)
+    return weight * jnp.sum(k, axis=1), None
+  t = jnp.where(diagonal, 0.0, _sq_distances(points, tile))
+  k, slope = jax.jvp(radial.profile, (t,), (jnp.ones_like(t),))
+  if not weights.include_diagonal:
+    k = jnp.where(diagonal, 0.0, k)
+  slope = weight[:, None] * jnp.where(diagonal, 0.0, slope)
+  return (weight * jnp.sum(k, axis=1),
+          4.0 * _weighted_differences(slope, points, tile))
+
+
+def _block_sums(radial, gram, weights: _PairWeights, rows: _Rows,
+                cols: _Columns, column_tile: Optional[int], with_grads: bool):
+  """`[r]` row sums and (with `with_grads`) `[r, h]` row gradients of one row
+  block against every column, the columns of each sample taken `column_tile`
+  at a time (`lax.scan`, so that the tile-sized temporaries stay in cache)."""
+  r, h = rows.in_x.shape
+  total = jnp.zeros(r, rows.in_x.dtype)
+  grads = jnp.zeros((r, h), rows.in_x.dtype) if with_grads else None
+  for from_x, points, col_points, weight in _column_sets(rows, cols):
+    tiles_of = functools.partial(_tile_sums, radial, gram, weights, rows,
+                                 points, from_x, weight,
+                                 with_grads=with_grads)
+    size = col_points.shape[0]
+    full = 0 if column_tile is None or column_tile >= size else (
+        size // column_tile)
+    parts = []
+    if full:
+      stacked = col_points[:full * column_tile].reshape(
+          full, column_tile, h)
+
+      def step(carry, tile_and_offset, tiles_of=tiles_of):
+        s, g = tiles_of(*tile_and_offset)
+        return (carry[0] + s, None if g is None else carry[1] + g), None
+
+      init = (jnp.zeros(r, total.dtype),
+              jnp.zeros((r, h), total.dtype) if with_grads else None)
+      carry, _ = jax.lax.scan(
+          step, init,
+          (stacked, column_tile * jnp.arange(full, dtype=jnp.int32)))
+      parts.append(carry)
+    if full * (column_tile or 0) < size:
+      start = full * (column_tile or 0)
+      parts.append(tiles_of(col_points[start:], start))
+    for s, g in parts:
+      total = total + s
+      if with_grads:
+        grads = grads + g
   return total, grads
 
 
 def _in_blocks(rows: _Rows, block_size: int) -> _Rows:
   """Pads the rows to whole blocks (padding weighs 0) and stacks the blocks."""
-  r = rows.points.shape[0]
+  r = rows.in_x.shape[0]
   padded = -(-r // block_size) * block_size
   fill = {"position": -1}
 
@@ -200,13 +284,146 @@ def _unblock(stacked: jax.Array, r: int) -> jax.Array:
   return stacked.reshape((-1,) + stacked.shape[2:])[:r]
 
 
-def _estimate(x, y, kernel: Kernel, *, weights_fn, block_size, axis_name,
-              min_points: int) -> jax.Array:
-  """Validates the inputs and evaluates `sum_ab c_ab k(z_a, z_b)`."""
-  x = _checks.sample_set("x", x, min_points=1 if axis_name else min_points)
-  y = _checks.sample_set("y", y, min_points=1 if axis_name else min_points)
-  _checks.same_dimension("x", x, "y", y)
+# ----------------------------------------------------------------------------
+# Choosing the path.
+
+#: Rows per block that `block_size="auto"` aims at on CPU, and the column
+#: tile: 128 x 1024 float32 is a 512 KiB tile of the Gram matrix, which stays
+#: in a 1-2 MiB L2 cache with the weighted slopes beside it (BUILD_NOTES,
+#: `experiments/bench_mmd.py`).
+_CPU_BLOCK_ROWS = 128
+_CPU_COLUMN_TILE = 1024
+#: On GPUs and TPUs (not measured here): blocks of up to this many rows, and
+#: no column tiles, with the block's Gram temporaries under `_ACCEL_BUDGET`.
+_ACCEL_BLOCK_ROWS = 4096
+_ACCEL_BUDGET = 1 << 28
+#: Generic kernels broadcast `[rows, cols, h]`: dense while that is this small.
+_GENERIC_BUDGET = 1 << 26
+
+
+def _even_blocks(rows: int, target: int) -> int:
+  """The block size nearest `target` that splits `rows` into equal blocks
+  (rounded up to a multiple of 8), so that padding wastes little."""
+  blocks = -(-rows // max(1, target))
+  size = -(-rows // blocks)
+  return min(rows, -(-size // 8) * 8)
+
+
+def _auto_block_size(rows: int, cols: int, h: int, itemsize: int,
+                     fused: bool, backend: str) -> Optional[int]:
+  """What `block_size="auto"` becomes for `rows` local rows against `cols`
+  columns: an int, or None for the dense path (small generic problems)."""
+  if not fused:
+    # Generic kernels (and traced hyperparameters): autodiff either way; the
+    # dense path while its [rows, cols, h] broadcast is small.
+    per_row = cols * max(h, 4) * itemsize
+    if rows * per_row <= _GENERIC_BUDGET:
+      return None
+    return max(1, _GENERIC_BUDGET // per_row)
+  if backend == "cpu":
+    return _even_blocks(rows, _CPU_BLOCK_ROWS)
+  target = max(128, min(_ACCEL_BLOCK_ROWS,
+                        _ACCEL_BUDGET // (4 * cols * itemsize)))
+  return _even_blocks(rows, target)
+
+
+def _column_tile(block_size: int, backend: str) -> Optional[int]:
+  """Columns per tile of the fused blocked path (None: all at once)."""
+  if backend != "cpu":
+    return None
+  return max(_CPU_COLUMN_TILE, (_CPU_COLUMN_TILE * _CPU_BLOCK_ROWS)
+             // max(1, block_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _memory_bytes(backend: str) -> Optional[int]:
+  """The default device's memory (its allocator's limit), or for CPUs the
+  machine's physical memory; None if unknown."""
+  try:
+    stats = jax.local_devices(backend=backend)[0].memory_stats()
+    if stats and stats.get("bytes_limit"):
+      return int(stats["bytes_limit"])
+  except Exception:  # pylint: disable=broad-except  # backends differ
+    pass
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def _check_dense_fits(rows: int, cols: int, h: int, itemsize: int,
+                      radial: bool, backend: str, names) -> None:
+  """Refuses a dense evaluation whose Gram matrices cannot fit in memory."""
+  # A lower bound: the matrix product and the kernel values (radial), or the
+  # broadcast [rows, cols, h] differences (generic), each materialised once.
+  need = (2 * rows * cols if radial else rows * cols * h) * itemsize
+  have = _memory_bytes(backend)
+  if have is not None and need > have:
+    raise ValueError(
+        f"block_size=None evaluates the Gram matrices densely, which needs at "
+        f"least {need / 2**30:.1f} GiB for {rows} rows against {cols} columns "
+        f"({names[0]} and {names[1]} together, h={h}), more than the "
+        f"{have / 2**30:.1f} GiB of this {backend} device; pass "
+        f"block_size='auto' (the default) or an integer block_size to stream "
+        f"it in O(block_size * (n + m)) memory.")
+
+
+def _check_block_size(block_size) -> None:
+  if isinstance(block_size, str):
+    if block_size != AUTO:
+      raise ValueError(f"block_size must be 'auto', None or a positive "
+                       f"integer; got {block_size!r}.")
+    return
   _checks.positive_int("block_size", block_size, allow_none=True)
+
+
+def _all_finite(x, y, axis_name) -> jax.Array:
+  finite = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
+  if axis_name is not None:
+    finite = jax.lax.pmin(finite.astype(jnp.int32), axis_name) > 0
+  return finite
+
+
+def _poisoned(x, y, axis_name):
+  """`x` and `y`, all NaN if any point (on any device) is NaN or infinite.
+
+  Every estimate is then NaN, value and gradient, whatever the kernel, h or
+  path: the distance floor and the centring must not turn a bad code into a
+  finite estimate. For finite inputs this adds 0: the same bits.
+  """
+  bad = jnp.where(_all_finite(x, y, axis_name), 0.0, jnp.nan).astype(x.dtype)
+  bad = jax.lax.stop_gradient(bad)
+  return x + bad, y + bad
+
+
+def _centers(x, y, axis_name):
+  """Each sample's coordinate-wise median over the global batch.
+
+  The matrix-multiply distances of x columns are taken with every point
+  minus x's centre, those of y columns minus y's: the rounding error of
+  `‖a‖² + ‖b‖² - 2 a·b` then scales with the distances within a sample
+  (pairs inside one sample) or with the distance itself (pairs across
+  samples, where the frame's centre is near the column point), not with
+  the samples' offset from the origin or from each other. The median keeps
+  a few far outliers from dragging a sample's frame away from its bulk.
+  """
+  if axis_name is not None:
+    x = jax.lax.all_gather(x, axis_name, tiled=True)
+    y = jax.lax.all_gather(y, axis_name, tiled=True)
+  return jax.lax.stop_gradient((jnp.median(x, axis=0),
+                                jnp.median(y, axis=0)))
+
+
+def _estimate(x, y, kernel: Kernel, *, weights_fn, block_size, axis_name,
+              min_points: int, names=("x", "y")) -> jax.Array:
+  """Validates the inputs and evaluates `sum_ab c_ab k(z_a, z_b)`."""
+  x_name, y_name = names
+  x = _as_array(x_name, x)
+  y = _as_array(y_name, y)
+  x = _checks.sample_set(x_name, x, min_points=1 if axis_name else min_points)
+  y = _checks.sample_set(y_name, y, min_points=1 if axis_name else min_points)
+  _checks.same_dimension(x_name, x, y_name, y)
+  _check_block_size(block_size)
   radial = _resolve_kernel(kernel, x, y)
   dtype = _checks.compute_dtype(x, y)
   x, y = x.astype(dtype), y.astype(dtype)
@@ -217,25 +434,42 @@ def _estimate(x, y, kernel: Kernel, *, weights_fn, block_size, axis_name,
   if n < min_points or m < min_points:
     raise ValueError(
         f"the global batch must hold at least {min_points} points of each "
-        f"sample; got n={n} codes (x) and m={m} prior samples (y).")
+        f"sample; got n={n} {x_name} and m={m} {y_name}.")
   weights = weights_fn(n, m)
+  h = x.shape[-1]
+  fused = radial is not None and _static(radial.params)
+  backend = jax.default_backend()
+  if block_size == AUTO:
+    block_size = _auto_block_size(n_local + m_local, n + m, h,
+                                  dtype.itemsize, fused, backend)
+  if block_size is None:
+    _check_dense_fits(n_local + m_local, n + m, h, dtype.itemsize,
+                      radial is not None, backend, names)
 
-  if radial is not None and x.shape[-1] > _EXACT_MAX_DIM:
-    # Translation invariance: centre the matrix-multiply distances on the
-    # (global) mean, outside autodiff. The barrier makes rows and columns use
-    # one copy of the centred points: XLA may otherwise recompute `x - center`
-    # in several fusions with different rounding, so that a point's distance
-    # to itself is no longer 0.
-    center = jax.lax.stop_gradient(
-        _global_sum(jnp.sum(x, 0) + jnp.sum(y, 0), axis_name) / (n + m))
-    x, y = jax.lax.optimization_barrier((x - center, y - center))
+  x, y = _poisoned(x, y, axis_name)
+  centers = None
+  if radial is not None and h > _EXACT_MAX_DIM:
+    centers = _centers(x, y, axis_name)
 
-  def rows_and_columns(x, y):
+  def rows_and_columns(x, y, centers):
     # Traced inside the custom VJP of the blocked path, which must not close
     # over tracers: the device index is taken here.
     device = 0 if axis_name is None else jax.lax.axis_index(axis_name)
+    if centers is None:
+      in_x = in_y = jnp.concatenate([x, y])
+      col_x, col_y = x, y
+    else:
+      # The barrier makes rows and columns use one copy of the centred
+      # points: XLA may otherwise recompute `x - center` in several fusions
+      # with different rounding, so that a point's distance to itself is no
+      # longer 0.
+      cx, cy = centers
+      col_x, y_in_x, x_in_y, col_y = jax.lax.optimization_barrier(
+          (x - cx, y - cx, x - cy, y - cy))
+      in_x = jnp.concatenate([col_x, y_in_x])
+      in_y = jnp.concatenate([x_in_y, col_y])
     rows = _Rows(
-        points=jnp.concatenate([x, y]),
+        in_x=in_x, in_y=in_y,
         from_x=jnp.arange(n_local + m_local) < n_local,
         position=jnp.concatenate([
             device * n_local + jnp.arange(n_local, dtype=jnp.int32),
@@ -245,63 +479,81 @@ def _estimate(x, y, kernel: Kernel, *, weights_fn, block_size, axis_name,
         weight_y=jnp.concatenate([jnp.full(n_local, weights.xy, dtype),
                                   jnp.full(m_local, weights.yy, dtype)]),
     )
-    if axis_name is None:
-      cols = _Columns(x, y)
-    else:
-      cols = _Columns(jax.lax.all_gather(x, axis_name, tiled=True),
-                      jax.lax.all_gather(y, axis_name, tiled=True))
-    return rows, cols
+    if axis_name is not None:
+      col_x = jax.lax.all_gather(col_x, axis_name, tiled=True)
+      col_y = jax.lax.all_gather(col_y, axis_name, tiled=True)
+    return rows, _Columns(col_x, col_y)
 
   gram = _gram_fn(kernel, radial)
   if block_size is None:
-    rows, cols = rows_and_columns(x, y)
+    rows, cols = rows_and_columns(x, y, centers)
     return _global_sum(jnp.sum(_row_sums(gram, weights, rows, cols)),
                        axis_name)
-  if radial is None or not _static(radial.params):
+  if not fused:
     # Generic kernels, and radial ones whose hyperparameters are traced (being
     # differentiated, say), which the fused custom VJP cannot close over:
     # rematerialise each block and let autodiff do the rest.
-    rows, cols = rows_and_columns(x, y)
+    rows, cols = rows_and_columns(x, y, centers)
     block_sums = jax.lax.map(
         jax.checkpoint(lambda block: jnp.sum(
             _row_sums(gram, weights, block, cols))),
         _in_blocks(rows, block_size))
     return _global_sum(jnp.sum(block_sums), axis_name)
-  return _radial_blocked(radial, gram, weights, block_size, axis_name,
-                         rows_and_columns, x, y)
+  return _radial_blocked(radial, gram, weights, block_size,
+                         _column_tile(block_size, backend), axis_name,
+                         rows_and_columns, x, y, centers)
 
 
-def _radial_blocked(radial, gram, weights, block_size, axis_name,
-                    rows_and_columns, x, y):
+def _as_array(name, value):
+  """`value` as a JAX array in its canonical dtype (NumPy float64 becomes
+  float32 unless x64 is enabled, quietly); non-floating input raises."""
+  value = _checks.floating_array(name, value)
+  if not isinstance(value, jax.Array):
+    value = jnp.asarray(value)
+  return value
+
+
+def _radial_blocked(radial, gram, weights, block_size, column_tile,
+                    axis_name, rows_and_columns, x, y, centers):
   """Streams row blocks; reverse mode reuses gradients from the same sweep."""
 
-  def sweep(x, y, with_grads: bool):
-    rows, cols = rows_and_columns(x, y)
+  def sweep(x, y, centers, with_grads: bool):
+    rows, cols = rows_and_columns(x, y, centers)
     blocks = _in_blocks(rows, block_size)
+    sums, grads = jax.lax.map(
+        lambda block: _block_sums(radial, gram, weights, block, cols,
+                                  column_tile, with_grads),
+        blocks)
     if with_grads:
-      sums, grads = jax.lax.map(
-          lambda block: _row_sums_and_grads(radial, weights, block, cols),
-          blocks)
-      grads = _unblock(grads, rows.points.shape[0])
+      grads = _unblock(grads, rows.in_x.shape[0])
       grads = (grads[:x.shape[0]], grads[x.shape[0]:])
-    else:
-      sums = jax.lax.map(
-          lambda block: _row_sums(gram, weights, block, cols), blocks)
-      grads = None
     return _global_sum(jnp.sum(sums), axis_name), grads
 
   @jax.custom_vjp
-  def estimate(x, y):
-    return sweep(x, y, with_grads=False)[0]
+  def estimate(x, y, centers):
+    return sweep(x, y, centers, with_grads=False)[0]
 
-  def forward(x, y):
-    return sweep(x, y, with_grads=True)
+  def forward(x, y, centers):
+    value, grads = sweep(x, y, centers, with_grads=True)
+    return value, (grads, centers)
 
-  def backward(grads, cotangent):
-    return tuple(cotangent * g for g in grads)
+  def backward(residuals, cotangent):
+    (gx, gy), centers = residuals
+    return (cotangent * gx, cotangent * gy,
+            jax.tree.map(jnp.zeros_like, centers))
 
   estimate.defvjp(forward, backward)
-  return estimate(x, y)
+  try:
+    return estimate(x, y, centers)
+  except TypeError as error:
+    if "forward-mode" not in str(error):
+      raise
+    raise ValueError(
+        f"the blocked MMD path (block_size={block_size}, chosen by "
+        f"block_size='auto' unless given) is differentiated in reverse mode "
+        f"first (jax.grad, jax.vjp, jax.hessian); for forward mode (jax.jvp, "
+        f"jax.jacfwd) pass block_size=None, the dense path, which supports "
+        f"every transformation.") from error
 
 
 def _static(params) -> bool:
@@ -349,7 +601,7 @@ def _resolve_kernel(kernel: Kernel, x: jax.Array, y: jax.Array
 
 
 def mmd2(x: jax.Array, y: jax.Array, kernel: Kernel, *,
-         block_size: Optional[int] = None,
+         block_size: BlockSize = AUTO,
          axis_name: Optional[str] = None) -> jax.Array:
   """The unbiased estimate of MMD² between codes `x` and prior samples `y`.
 
@@ -363,11 +615,19 @@ def mmd2(x: jax.Array, y: jax.Array, kernel: Kernel, *,
     kernel: `kernel(a, b) -> k` on `[..., h]` arrays, e.g.
       `functools.partial(kernels.sliced_coulomb, eps=1e-2)`. The kernels of
       `couae_jax.kernels` take a fast matrix-multiply path.
-    block_size: None evaluates the `[n + m, n + m]` Gram matrix at once (any
-      JAX transformation applies). An integer streams blocks of that many rows,
-      so that the value and its gradient take O(block_size * (n + m)) memory;
-      the gradient is then computed in the same sweep as the value (reverse
-      mode only: use the dense path for forward-mode derivatives).
+    block_size: `"auto"` (the default) streams the Gram matrix in blocks of
+      rows chosen for speed from n, m, h and the backend (the dense path for
+      small problems with a kernel that has no radial form). An integer
+      streams blocks of that many rows: the value and its gradient take
+      O(block_size * (n + m)) memory, and for the kernels of
+      `couae_jax.kernels` the gradient is computed in the same sweep as the
+      value (reverse mode: `jax.grad`, `jax.vjp`; derivatives of that
+      gradient, e.g. `jax.hessian`, differentiate the sweep itself). None
+      evaluates the `[n + m, n + m]` Gram matrix at once and supports every
+      transformation: use it for forward mode of the estimate (`jax.jvp`,
+      `jax.jacfwd`), which raises a ValueError naming `block_size` on the
+      blocked path; it is refused (ValueError) where its Gram matrices
+      cannot fit in the device's memory.
     axis_name: inside `jax.shard_map`, the mesh axis over which `x` and `y` are
       sharded (the same shard size on every device). The result, the same on
       every device, is the estimate over the global batch, and its gradient
@@ -375,11 +635,13 @@ def mmd2(x: jax.Array, y: jax.Array, kernel: Kernel, *,
       evaluates only its own rows of pairs: O((n + m)² h / devices) work.
 
   Returns:
-    A scalar in float32 (or the inputs' dtype if wider).
+    A scalar in float32 (or the inputs' dtype if wider); NaN, with NaN
+    gradients, if any input is NaN or infinite.
 
   Raises:
-    ValueError: wrong ranks, mismatched h, n < 2 or m < 2, a non-positive
-      block_size, bad kernel hyperparameters, or a kernel that returns the
+    ValueError: wrong ranks, mismatched h, n < 2 or m < 2, a block_size that
+      is not "auto", None or a positive int, a dense evaluation that cannot
+      fit in memory, bad kernel hyperparameters, or a kernel that returns the
       wrong shape.
     TypeError: integer inputs or a kernel that is not callable.
 
@@ -391,7 +653,7 @@ def mmd2(x: jax.Array, y: jax.Array, kernel: Kernel, *,
     >>> kernel = functools.partial(kernels.sliced_coulomb, eps=1e-2)
     >>> bool(mmd.mmd2(x, y, kernel) > 0.1)
     True
-    >>> bool(abs(mmd.mmd2(x, y, kernel) - mmd.mmd2(x, y, kernel, block_size=100))
+    >>> bool(abs(mmd.mmd2(x, y, kernel) - mmd.mmd2(x, y, kernel, block_size=None))
     ...      < 1e-5)
     True
   """
@@ -399,14 +661,22 @@ def mmd2(x: jax.Array, y: jax.Array, kernel: Kernel, *,
                    block_size=block_size, axis_name=axis_name, min_points=2)
 
 
+def _named_mmd2(x, y, kernel, *, names, block_size=AUTO, axis_name=None):
+  """`mmd2` whose errors call the samples by `names` (for the losses)."""
+  return _estimate(x, y, kernel, weights_fn=_unbiased_weights,
+                   block_size=block_size, axis_name=axis_name, min_points=2,
+                   names=names)
+
+
 def mmd2_biased(x: jax.Array, y: jax.Array, kernel: Kernel, *,
-                block_size: Optional[int] = None,
+                block_size: BlockSize = AUTO,
                 axis_name: Optional[str] = None) -> jax.Array:
   """The biased (V-statistic) estimate of MMD², diagonal terms included.
 
   `sum_{i,j} k(x_i, x_j) / n² + sum_{i,j} k(y_i, y_j) / m²
   - 2 sum_{i,j} k(x_i, y_j) / (nm)`, non-negative for a positive-definite
-  kernel. Arguments, memory and sharding as in `mmd2`; n, m >= 1.
+  kernel. Arguments, paths, memory, NaN handling and sharding as in `mmd2`;
+  n, m >= 1.
 
   Example:
     >>> import functools, jax.numpy as jnp
@@ -426,7 +696,8 @@ def mmd2_linear(x: jax.Array, y: jax.Array, kernel: Kernel) -> jax.Array:
   Splits the samples into consecutive pairs and averages
   `k(x_a, x_b) + k(y_a, y_b) - k(x_a, y_b) - k(x_b, y_a)` over them. Its
   variance is much larger than `mmd2`'s; use it when n is too large for even
-  the streamed quadratic estimator.
+  the streamed quadratic estimator. It already is its fastest path: it has
+  no block size.
 
   Args:
     x: `[n, h]` codes.
@@ -434,7 +705,8 @@ def mmd2_linear(x: jax.Array, y: jax.Array, kernel: Kernel) -> jax.Array:
     kernel: as in `mmd2`.
 
   Returns:
-    A scalar.
+    A scalar; NaN, with NaN gradients, if any input (the unused odd point
+    included) is NaN or infinite.
 
   Example:
     >>> import functools, jax
@@ -444,14 +716,15 @@ def mmd2_linear(x: jax.Array, y: jax.Array, kernel: Kernel) -> jax.Array:
     >>> bool(mmd.mmd2_linear(x, x + 2.0, kernel) > 0.1)
     True
   """
-  x = _checks.sample_set("x", x, min_points=2)
-  y = _checks.sample_set("y", y, min_points=2)
+  x = _checks.sample_set("x", _as_array("x", x), min_points=2)
+  y = _checks.sample_set("y", _as_array("y", y), min_points=2)
   _checks.same_dimension("x", x, "y", y)
   if x.shape[0] != y.shape[0]:
     raise ValueError(
         f"mmd2_linear needs as many codes as prior samples; got x.shape="
         f"{tuple(x.shape)} and y.shape={tuple(y.shape)}.")
   _resolve_kernel(kernel, x, y)
+  x, y = _poisoned(x, y, None)
   pairs = x.shape[0] // 2
   xa, xb = x[0:2 * pairs:2], x[1:2 * pairs:2]
   ya, yb = y[0:2 * pairs:2], y[1:2 * pairs:2]
@@ -459,4 +732,4 @@ def mmd2_linear(x: jax.Array, y: jax.Array, kernel: Kernel) -> jax.Array:
   return jnp.mean(terms)
 
 
-__all__ = ["Kernel", "mmd2", "mmd2_biased", "mmd2_linear"]
+__all__ = ["AUTO", "Kernel", "mmd2", "mmd2_biased", "mmd2_linear"]

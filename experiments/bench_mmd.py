@@ -1,45 +1,50 @@
-"""Throughput, roofline fraction and peak memory of `couae_jax.mmd.mmd2`.
+"""Speed, share of the matmul ceiling and peak memory of `couae_jax.mmd.mmd2`.
 
-Measures, in one run on the default JAX backend:
+Measures, in one run on the default JAX backend, for each kernel, n = m and h
+(one "cell"), the unbiased `mmd2` estimate and its value and gradient
+(`jax.value_and_grad` w.r.t. both samples), called these ways side by side:
 
-* pairs per second of the unbiased `mmd2` estimate and of its value and
-  gradient (`jax.value_and_grad` w.r.t. both samples), for the Coulomb,
-  Gaussian and IMQ kernels (scale sqrt(2h)), n = m in {256, 1024, 2048, 4096,
-  16384}, h in {8, 64}, three ways side by side:
-    - naive:   the textbook double-vmap Gram matrices (materialise [n, m, h]),
-               diagonal masked out, same normalisation; run for n <= 2048 only;
-    - dense:   `mmd2(..., block_size=None)`; run for n <= 4096 only;
-    - blocked: `mmd2(..., block_size=--block-size)` (default 128: at
-               n = m = 4096, h = 64 it reached 58 % of the matmul ceiling
-               against 45 % at 64 and 256, BUILD_NOTES.md);
-  "pairs" means n * m (the reported rate is n * m / time); the estimator
-  itself visits (n + m)^2 ordered pairs, 4x that when n = m;
-* the speedup of dense and blocked value+grad over naive value+grad;
-* the float32 matmul ceiling (2048^3 and 4096^3 matmuls, same precision as
-  the library) and the fraction of it reached by value+grad (FLOP model below);
-* peak RSS of fresh subprocesses running blocked Coulomb value+grad at
-  n = m in {32768, 65536}, h = 64, and dense at n = m = 4096 for comparison.
+  - naive:    the textbook double-vmap Gram matrices (materialise [n, m, h]),
+              same normalisation; n <= --naive-max-n only;
+  - dense:    `mmd2(..., block_size=None)`; n <= --dense-max-n only;
+  - default:  `mmd2(x, y, kernel)`, i.e. `block_size="auto"` (recorded as
+              method "blocked", block_size "auto");
+  - block B:  `mmd2(..., block_size=B)` for each B of --block-sizes (method
+              "blocked");
+  - and a float32 matmul of --ceiling-size³ at the library's precision
+    (HIGHEST), the ceiling, timed in the same rounds.
 
-Every function is jitted and compiled ahead of time (compile time reported
-separately), then timed with `block_until_ready`; the reported time is the
-median of `--repeats` runs (default 5) after one warm-up run.
+All calls of a cell are timed in turn, round after round
+(`_bench.time_interleaved`: one warm-up each, then --repeats rounds, medians
+reported), so that their ratios and their share of the ceiling share the
+machine's load. The FLOP model of the share: every pass over the (n + m)²
+ordered pairs of [x; y] is a matrix multiply contracting h (2h FLOPs a pair);
+blocked value+grad makes 2 passes (distances; slope-weighted points), dense
+value+grad 3 (autodiff: the forward matmul and its transpose's two); the
+elementwise kernel work is not counted (it is what keeps us below 1).
+
+Peak memory: fresh subprocesses run one value+grad each (VmHWM), the default
+call at n = m = 32768 and 65536, h = 64, block 1024 at 32768 (two block-sized
+Gram temporaries would be 2 x 1024 x 65536 x 4 B = 512 MiB), and dense at
+4096.
 
 Command (from the repository root):
 
-    python -m experiments.bench_mmd                 # full set (long)
-    python -m experiments.bench_mmd --quick         # smoke test, < 1 minute
-    python -m experiments.bench_mmd --sizes 512,2048 --dims 64 --kernels coulomb
+    python -m experiments.bench_mmd                  # full set (long)
+    python -m experiments.bench_mmd --quick          # smoke test, ~1 minute
+    python -m experiments.bench_mmd --sizes 4096 --dims 64 \\
+        --kernels sliced_coulomb,coulomb --no-large --out /tmp/bench_mmd.json
 
-Results: a table on stdout and JSON at `--out` (default
-bench_results/bench_mmd.json).
+Results: tables on stdout and JSON at --out (default runs/bench_mmd.json;
+runs/ is not part of the source tree). The JSON records the load average
+before and after the run (`uptime`): on a shared machine compare only the
+ratios within one run.
 
-Targets:
-* value+grad at n = m = 4096, h = 64 at least 40x faster than naive. Naive
-  cannot run at 4096 here ([n, m, h] residuals ~27 GiB), so the ratio is
-  reported at n = m = 2048, the largest naive size;
-* blocked value+grad at n = m = 32768 and 65536, h = 64, under 1.5 GiB peak;
-* blocked value+grad at n = m = 4096, h = 64 reaching at least half of the
-  matmul ceiling.
+Targets (issue #14; value+grad, h = 64, the default sliced Coulomb kernel):
+* the default call within 10 % of the best explicit block size at n = 4096;
+* value+grad at n = 4096 >= 60 % of the ceiling measured in the same run,
+  at n = 32768 >= 50 %;
+* peak memory of the default call at n = m = 65536 < 1 GiB.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import argparse
 import dataclasses
 import functools
 import json
-import math
+import os
 import pathlib
 import resource
 import subprocess
@@ -62,38 +67,33 @@ from couae_jax import kernels
 from couae_jax import mmd
 from experiments import _bench
 
-# FLOP model for the roofline fraction: every pass over the (n + m)^2 ordered
-# pairs of [x; y] is a matrix multiply contracting h, i.e. 2h FLOPs per pair;
-# the elementwise kernel work is not counted (it is what keeps us below 1).
-# Library blocked value+grad: for each row block one matmul gives the squared
-# distances and one multiplies the gradient weights (kernel slopes) by the
-# column points; the gradient comes out of the same sweep -> 2 passes.
 BLOCKED_VG_PASSES = 2
-# Dense value+grad through autodiff: the forward distance matmul, then the
-# transpose of `rows @ cols.T` is two matmuls (cotangent @ cols for the row
-# points, cotangent.T @ rows for the column points) -> 3 passes.
 DENSE_VG_PASSES = 3
 VG_PASSES = {"dense": DENSE_VG_PASSES, "blocked": BLOCKED_VG_PASSES}
 
 METHODS = ("naive", "dense", "blocked")
 MODES = ("value", "value_and_grad")
-KERNEL_NAMES = ("coulomb", "gaussian", "imq")
+KERNEL_NAMES = ("sliced_coulomb", "coulomb", "gaussian", "imq")
 
-FULL = dict(sizes=(256, 1024, 2048, 4096, 16384), dims=(8, 64),
-            kernels=KERNEL_NAMES, repeats=5, ceiling_sizes=(2048, 4096))
+FULL = dict(sizes=(1024, 4096, 16384), dims=(8, 64),
+            kernels=("sliced_coulomb", "coulomb", "gaussian"), repeats=5,
+            block_sizes=(64, 128, 256, 512))
 QUICK = dict(sizes=(256, 1024), dims=(8,), kernels=KERNEL_NAMES, repeats=2,
-             ceiling_sizes=(2048,))
+             block_sizes=(64, 128))
 
 NAIVE_MAX_N = 2048   # naive value+grad at 2048, h=64 holds ~6.8 GiB
 DENSE_MAX_N = 4096   # dense Gram at 16384 is 4 GiB per [n+m, n+m] matrix
-LARGE_RUNS = (("coulomb", 32768, 64, "blocked"),
-              ("coulomb", 65536, 64, "blocked"),
-              ("coulomb", 4096, 64, "dense"))
+CEILING_SIZE = 2048
+LARGE_RUNS = (("sliced_coulomb", 32768, 64, "auto"),
+              ("sliced_coulomb", 65536, 64, "auto"),
+              ("sliced_coulomb", 32768, 64, "1024"),
+              ("sliced_coulomb", 4096, 64, "none"))
 
-TARGET_N, TARGET_H = 4096, 64
-TARGET_SPEEDUP = 40.0
-TARGET_PEAK_MIB = 1536.0
-TARGET_CEILING_FRACTION = 0.5
+TARGET_H = 64
+TARGET_KERNEL = "sliced_coulomb"
+TARGET_DEFAULT_OVER_BEST = 1.10
+TARGET_FRACTION = {4096: 0.60, 32768: 0.50}
+TARGET_PEAK_MIB = {65536: 1024.0}
 GIB = 2.0**30
 
 
@@ -103,9 +103,10 @@ GIB = 2.0**30
 
 def make_kernel(name: str, h: int) -> kernels.Kernel:
   """The benchmark's kernels, all at length scale sqrt(2h)."""
-  scale = math.sqrt(2.0 * h)
+  scale = (2.0 * h) ** 0.5
   return {
-      "coulomb": kernels.coulomb,  # eps=DEFAULT_EPS, scale=sqrt(2h) by default
+      "sliced_coulomb": kernels.sliced_coulomb,  # eps, scale: the defaults
+      "coulomb": kernels.coulomb,
       "gaussian": functools.partial(kernels.gaussian, scale=scale),
       "imq": functools.partial(kernels.imq, scale=scale),
   }[name]
@@ -126,14 +127,21 @@ def naive_mmd2(x: jax.Array, y: jax.Array, kernel: kernels.Kernel) -> jax.Array:
 
 
 def objective(method: str, mode: str, kernel: kernels.Kernel,
-              block_size: int) -> Callable[[jax.Array, jax.Array], Any]:
-  """`f(x, y)`: the estimate, or (estimate, (grad_x, grad_y))."""
+              block_size) -> Callable[[jax.Array, jax.Array], Any]:
+  """`f(x, y)`: the estimate, or (estimate, (grad_x, grad_y)).
+
+  `block_size="auto"` is the default call, `mmd2(x, y, kernel)` with no
+  block_size argument.
+  """
   if method == "naive":
     estimate = functools.partial(naive_mmd2, kernel=kernel)
+  elif method == "dense":
+    estimate = functools.partial(mmd.mmd2, kernel=kernel, block_size=None)
+  elif block_size == "auto":
+    estimate = functools.partial(mmd.mmd2, kernel=kernel)
   else:
-    estimate = functools.partial(
-        mmd.mmd2, kernel=kernel,
-        block_size=block_size if method == "blocked" else None)
+    estimate = functools.partial(mmd.mmd2, kernel=kernel,
+                                 block_size=block_size)
   if mode == "value":
     return estimate
   return jax.value_and_grad(estimate, argnums=(0, 1))
@@ -147,39 +155,39 @@ def make_inputs(n: int, h: int) -> tuple[jax.Array, jax.Array]:
   return jax.block_until_ready((x, y))
 
 
-def skip_reason(method: str, n: int, h: int, args) -> Optional[str]:
-  """Why a cell is not run (memory), or None."""
-  if method == "naive" and n > args.naive_max_n:
-    return (f"naive n>{args.naive_max_n}: [n,m,h] is "
-            f"{n * n * h * 4 / GIB:.1f} GiB per Gram")
-  if method == "dense" and n > args.dense_max_n:
-    return (f"dense n>{args.dense_max_n}: [n+m,n+m] is "
-            f"{(2 * n)**2 * 4 / GIB:.1f} GiB per Gram")
-  return None
+def calls(n: int, args) -> list[tuple[str, Any]]:
+  """(method, block_size) of every call of a cell that fits in memory."""
+  out = []
+  if n <= args.naive_max_n:
+    out.append(("naive", None))
+  if n <= args.dense_max_n:
+    out.append(("dense", None))
+  out.append(("blocked", "auto"))
+  out.extend(("blocked", b) for b in args.block_sizes)
+  return out
+
+
+def label(method: str, block_size) -> str:
+  if method != "blocked":
+    return method
+  return "default" if block_size == "auto" else f"block {block_size}"
 
 
 # ----------------------------------------------------------------------------
 # Timing.
 
 
-def time_jitted(fn: Callable, args: Sequence[jax.Array], repeats: int,
-                warmup: bool = True) -> tuple[_bench.Timing, Optional[float]]:
-  """Compile time, median of `repeats` runs, and the (scalar) estimate."""
-  timed = _bench.Timed(jax.jit(fn), tuple(args))
-  timing = _bench.time_interleaved({"fn": timed}, repeats,
-                                   warmup=warmup)["fn"]
-  out = timed.last_output
-  value = out[0] if isinstance(out, tuple) else out
-  return timing, (float(value) if value.ndim == 0 else None)
+def matmul_timed(size: int) -> _bench.Timed:
+  a, b = make_inputs(size, size)
+  matmul = functools.partial(jnp.dot, precision=jax.lax.Precision.HIGHEST)
+  return _bench.Timed(jax.jit(matmul), (a, b))
 
 
 def matmul_ceiling(sizes: Sequence[int], repeats: int) -> dict:
   """GFLOP/s of float32 square matmuls at the library's precision."""
-  matmul = functools.partial(jnp.dot, precision=jax.lax.Precision.HIGHEST)
   results = {}
   for size in sizes:
-    a, b = make_inputs(size, size)
-    t, _ = time_jitted(matmul, (a, b), repeats)
+    t = _bench.time_interleaved({"mm": matmul_timed(size)}, repeats)["mm"]
     results[str(size)] = {"median_s": t.median_s, "runs_s": t.runs_s,
                           "gflops": 2.0 * size**3 / t.median_s / 1e9}
   return {"precision": "HIGHEST (as mmd2)", "by_size": results,
@@ -191,43 +199,64 @@ def vg_gflops(method: str, n: int, h: int, seconds: float) -> float:
   return VG_PASSES[method] * 2 * h * (2 * n)**2 / seconds / 1e9
 
 
-# ----------------------------------------------------------------------------
-# The sweep.
-
-
-def run_cell(kernel_name: str, n: int, h: int, method: str, args) -> dict:
-  """Both modes of one (kernel, n, h, method) cell."""
-  record = {"kernel": kernel_name, "n": n, "m": n, "h": h, "method": method,
-            "block_size": args.block_size if method == "blocked" else None}
-  reason = skip_reason(method, n, h, args)
-  if reason:
-    return {**record, "status": "not run", "reason": reason}
+def run_cell(kernel_name: str, n: int, h: int, args) -> tuple[list, dict]:
+  """Every call of one (kernel, n, h) cell, both modes, interleaved with the
+  ceiling matmul; returns the records and the cell's summary."""
   kernel = make_kernel(kernel_name, h)
   x, y = make_inputs(n, h)
-  for mode in MODES:
-    t, value = time_jitted(objective(method, mode, kernel, args.block_size),
-                           (x, y), args.repeats)
-    record[mode] = {**dataclasses.asdict(t), "value": value,
-                    "pairs_per_s": n * n / t.median_s}
-  return {**record, "status": "ok"}
+  cell_calls = calls(n, args)
+  records = {c: {"kernel": kernel_name, "n": n, "m": n, "h": h,
+                 "method": c[0], "block_size": c[1],
+                 "call": label(*c), "status": "ok"} for c in cell_calls}
+  ceiling = {}
+  modes = ("value_and_grad",) if args.vg_only else MODES
+  for mode in modes:
+    timed = {label(*c): _bench.Timed(jax.jit(objective(c[0], mode, kernel,
+                                                       c[1])), (x, y))
+             for c in cell_calls}
+    timed["matmul"] = matmul_timed(args.ceiling_size)
+    timings = _bench.time_interleaved(timed, args.repeats)
+    mm = timings.pop("matmul")
+    ceiling[mode] = 2.0 * args.ceiling_size**3 / mm.median_s / 1e9
+    for c in cell_calls:
+      t = timings[label(*c)]
+      out = timed[label(*c)].last_output
+      value = out[0] if isinstance(out, tuple) else out
+      entry = {**dataclasses.asdict(t), "value": float(value),
+               "pairs_per_s": n * n / t.median_s}
+      if mode == "value_and_grad" and c[0] != "naive":
+        entry["gflops"] = vg_gflops(c[0], n, h, t.median_s)
+        entry["ceiling_fraction"] = entry["gflops"] / ceiling[mode]
+      records[c][mode] = entry
+  records = list(records.values())
+  vg = {r["call"]: r["value_and_grad"] for r in records}
+  explicit = {r["block_size"]: vg[r["call"]] for r in records
+              if r["method"] == "blocked" and r["block_size"] != "auto"}
+  best = min(explicit, key=lambda b: explicit[b]["median_s"])
+  summary = {
+      "kernel": kernel_name, "n": n, "h": h,
+      "ceiling_gflops": ceiling["value_and_grad"],
+      "default_block_size": _auto_block(n, h),
+      "default_ms": 1e3 * vg["default"]["median_s"],
+      "default_fraction": vg["default"]["ceiling_fraction"],
+      "best_block_size": best,
+      "best_ms": 1e3 * explicit[best]["median_s"],
+      "best_fraction": explicit[best]["ceiling_fraction"],
+      "default_over_best": vg["default"]["median_s"]
+                           / explicit[best]["median_s"],
+      "dense_ms": 1e3 * vg["dense"]["median_s"] if "dense" in vg else None,
+      "naive_ms": 1e3 * vg["naive"]["median_s"] if "naive" in vg else None,
+      "explicit_ms": {str(b): 1e3 * e["median_s"]
+                      for b, e in explicit.items()},
+  }
+  return records, summary
 
 
-def add_comparisons(records: list[dict], ceiling_gflops: float) -> None:
-  """Speedup over naive and roofline fraction of each value+grad cell."""
-  naive = {(r["kernel"], r["n"], r["h"]): r for r in records
-           if r["method"] == "naive" and r["status"] == "ok"}
-  for r in records:
-    if r["status"] != "ok" or r["method"] == "naive":
-      continue
-    vg = r["value_and_grad"]
-    base = naive.get((r["kernel"], r["n"], r["h"]))
-    if base:
-      vg["speedup_vs_naive"] = (base["value_and_grad"]["median_s"]
-                                / vg["median_s"])
-      vg["abs_diff_vs_naive"] = abs(vg["value"]
-                                    - base["value_and_grad"]["value"])
-    vg["gflops"] = vg_gflops(r["method"], r["n"], r["h"], vg["median_s"])
-    vg["ceiling_fraction"] = vg["gflops"] / ceiling_gflops
+def _auto_block(n: int, h: int) -> int:
+  """The block size `block_size="auto"` picks for this cell (for the
+  report)."""
+  return mmd._auto_block_size(2 * n, 2 * n, h, 4, True,  # pylint: disable=protected-access
+                              jax.default_backend())
 
 
 # ----------------------------------------------------------------------------
@@ -235,11 +264,8 @@ def add_comparisons(records: list[dict], ceiling_gflops: float) -> None:
 
 
 def peak_rss_mib() -> float:
-  """This process's peak resident set size so far, in MiB.
-
-  Reads VmHWM on Linux: `ru_maxrss` survives execve there, so a freshly
-  started child would report the parent's peak at fork time if it was larger.
-  """
+  """This process's peak resident set size so far, in MiB (VmHWM on Linux:
+  `ru_maxrss` survives execve, so a child would report its parent's)."""
   try:
     with open("/proc/self/status") as status:
       for line in status:
@@ -251,36 +277,36 @@ def peak_rss_mib() -> float:
   return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def run_single(spec: str, args) -> dict:
+def parse_single(spec: str) -> tuple[str, int, int, Any]:
+  kernel_name, n, h, block = spec.split(":")
+  block = {"auto": "auto", "none": None}.get(block, block)
+  return kernel_name, int(n), int(h), (int(block) if isinstance(block, str)
+                                       and block.isdigit() else block)
+
+
+def run_single(spec: str) -> dict:
   """Child side: one value+grad run, timed once (no warm-up), with peak RSS."""
-  kernel_name, n, h, method = parse_single(spec)
+  kernel_name, n, h, block = parse_single(spec)
   x, y = make_inputs(n, h)
   rss_inputs = peak_rss_mib()
-  fn = objective(method, "value_and_grad", make_kernel(kernel_name, h),
-                 args.block_size)
-  t, value = time_jitted(fn, (x, y), repeats=1, warmup=False)
+  method = "dense" if block is None else "blocked"
+  fn = objective(method, "value_and_grad", make_kernel(kernel_name, h), block)
+  timed = _bench.Timed(jax.jit(fn), (x, y))
+  seconds = timed()
   return {"kernel": kernel_name, "n": n, "m": n, "h": h, "method": method,
-          "block_size": args.block_size if method == "blocked" else None,
-          "compile_s": t.compile_s, "seconds": t.median_s, "value": value,
-          "pairs_per_s": n * n / t.median_s,
+          "block_size": block, "call": label(method, block),
+          "compile_s": timed.compile_s, "seconds": seconds,
+          "value": float(timed.last_output[0]),
           "peak_rss_after_inputs_mib": rss_inputs,
           "peak_rss_mib": peak_rss_mib()}
-
-
-def parse_single(spec: str) -> tuple[str, int, int, str]:
-  kernel_name, n, h, method = spec.split(":")
-  return kernel_name, int(n), int(h), method
 
 
 SINGLE_PREFIX = "BENCH_MMD_SINGLE "
 
 
-def run_in_subprocess(kernel_name: str, n: int, h: int, method: str,
-                      args) -> dict:
+def run_in_subprocess(spec: str) -> dict:
   """Parent side: runs one `--single` cell in a fresh interpreter."""
-  spec = f"{kernel_name}:{n}:{h}:{method}"
-  command = [sys.executable, "-m", "experiments.bench_mmd", "--single", spec,
-             "--block-size", str(args.block_size)]
+  command = [sys.executable, "-m", "experiments.bench_mmd", "--single", spec]
   root = pathlib.Path(__file__).resolve().parent.parent
   proc = subprocess.run(command, cwd=root, capture_output=True, text=True)
   for line in proc.stdout.splitlines():
@@ -294,91 +320,82 @@ def run_in_subprocess(kernel_name: str, n: int, h: int, method: str,
 # Reporting.
 
 
-def sweep_rows(records: list[dict]) -> list[list[str]]:
-  rows = []
-  for r in records:
-    key = [r["kernel"], r["h"], r["n"], r["method"]]
-    if r["status"] != "ok":
-      rows.append(key + ["not run"] * 2 + ["-"] * 4 + [r["reason"]])
-      continue
-    v, vg = r["value"], r["value_and_grad"]
-    rows.append(key + [
-        _bench.fmt(v["pairs_per_s"]), _bench.fmt(vg["pairs_per_s"]),
-        _bench.fmt(vg.get("speedup_vs_naive"), ".1f", "x"),
-        _bench.fmt(vg.get("gflops"), ".1f"),
-        _bench.fmt(vg.get("ceiling_fraction"), ".0%"),
-        f"{v['compile_s']:.2f}/{vg['compile_s']:.2f}", ""])
-  return rows
-
-
-def find(records, **key) -> Optional[dict]:
-  for r in records:
-    if r["status"] == "ok" and all(r.get(k) == v for k, v in key.items()):
-      return r
-  return None
-
-
-def targets(records: list[dict], large: list[dict]) -> list[dict]:
-  """The three headline targets, measured or 'not measured'."""
+def targets(summaries: list[dict], large: list[dict]) -> list[dict]:
   out = []
-  naive_ns = [r["n"] for r in records if r["method"] == "naive"
-              and r["status"] == "ok" and r["h"] == TARGET_H
-              and r["kernel"] == "coulomb"]
-  n_cmp = max(naive_ns, default=None)
-  for method in ("blocked", "dense"):
-    r = n_cmp and find(records, kernel="coulomb", h=TARGET_H, n=n_cmp,
-                       method=method)
-    out.append({
-        "target": f"coulomb h={TARGET_H} {method} v+g speedup vs naive "
-                  f"(n={TARGET_N} wanted; measured at n={n_cmp or 'n/a'})",
-        "measured": r and r["value_and_grad"].get("speedup_vs_naive"),
-        "threshold": TARGET_SPEEDUP, "higher_is_better": True})
+  for s in summaries:
+    if s["kernel"] != TARGET_KERNEL or s["h"] != TARGET_H:
+      continue
+    if s["n"] == 4096:
+      out.append({"target": f"default / best explicit block, n={s['n']}",
+                  "measured": s["default_over_best"],
+                  "threshold": TARGET_DEFAULT_OVER_BEST,
+                  "higher_is_better": False})
+    if s["n"] in TARGET_FRACTION:
+      out.append({"target": f"default v+g share of ceiling, n={s['n']}",
+                  "measured": s["default_fraction"],
+                  "threshold": TARGET_FRACTION[s["n"]],
+                  "higher_is_better": True})
   for run in large:
-    if run.get("method") == "blocked":
-      out.append({
-          "target": f"blocked v+g n={run['n']} h={run['h']} peak RSS MiB",
-          "measured": run.get("peak_rss_mib"), "threshold": TARGET_PEAK_MIB,
-          "higher_is_better": False})
-  r = find(records, kernel="coulomb", h=TARGET_H, n=TARGET_N, method="blocked")
-  out.append({
-      "target": f"blocked coulomb v+g n={TARGET_N} h={TARGET_H} fraction of "
-                f"matmul ceiling",
-      "measured": r and r["value_and_grad"]["ceiling_fraction"],
-      "threshold": TARGET_CEILING_FRACTION, "higher_is_better": True})
+    if (run.get("status") == "ok" and run["block_size"] == "auto"
+        and run["n"] in TARGET_PEAK_MIB):
+      out.append({"target": f"default v+g peak RSS MiB, n={run['n']}",
+                  "measured": run["peak_rss_mib"],
+                  "threshold": TARGET_PEAK_MIB[run["n"]],
+                  "higher_is_better": False})
   for t in out:
     m = t["measured"]
-    t["met"] = None if m is None else (
-        m >= t["threshold"] if t["higher_is_better"] else m <= t["threshold"])
+    t["met"] = m >= t["threshold"] if t["higher_is_better"] else (
+        m <= t["threshold"])
   return out
 
 
 def report(result: dict) -> None:
+  rows = []
+  for r in result["sweep"]:
+    vg = r["value_and_grad"]
+    v = r.get("value", {"median_s": None, "compile_s": float("nan")})
+    rows.append([r["kernel"], r["h"], r["n"], r["call"],
+                 _bench.fmt(v["median_s"] and 1e3 * v["median_s"], ".1f"),
+                 _bench.fmt(1e3 * vg["median_s"], ".1f"),
+                 _bench.fmt(vg.get("gflops"), ".1f"),
+                 _bench.fmt(vg.get("ceiling_fraction"), ".0%"),
+                 f"{v['compile_s']:.1f}/{vg['compile_s']:.1f}"])
   _bench.print_table(
-      "MMD^2 throughput; pairs = n*m per second (estimator visits (n+m)^2); "
-      "v+g = value_and_grad wrt x and y; speedup = naive v+g time / v+g time",
-      ["kernel", "h", "n=m", "method", "value pairs/s", "v+g pairs/s",
-       "v+g speedup", "v+g GFLOP/s", "of ceiling", "compile s (v/v+g)",
-       "note"],
-      sweep_rows(result["sweep"]))
-  ceiling = result["matmul_ceiling"]
-  _bench.print_table("float32 matmul ceiling", ["size", "median s", "GFLOP/s"],
-              [[s, _bench.fmt(c["median_s"]), _bench.fmt(c["gflops"], ".1f")]
-               for s, c in ceiling["by_size"].items()])
+      "mmd2, medians of interleaved rounds; v+g = value_and_grad wrt x and y",
+      ["kernel", "h", "n=m", "call", "value ms", "v+g ms", "v+g GFLOP/s",
+       "of ceiling", "compile s"], rows)
+  _bench.print_table(
+      "per cell: the default call against the best explicit block size "
+      "(value+grad, same rounds, ceiling timed in those rounds)",
+      ["kernel", "h", "n=m", "ceiling GFLOP/s", "default (block)",
+       "default ms", "of ceiling", "best block", "best ms", "of ceiling",
+       "default/best", "dense ms", "naive ms"],
+      [[s["kernel"], s["h"], s["n"], _bench.fmt(s["ceiling_gflops"], ".0f"),
+        s["default_block_size"], _bench.fmt(s["default_ms"], ".1f"),
+        _bench.fmt(s["default_fraction"], ".0%"), s["best_block_size"],
+        _bench.fmt(s["best_ms"], ".1f"), _bench.fmt(s["best_fraction"], ".0%"),
+        _bench.fmt(s["default_over_best"], ".2f"),
+        _bench.fmt(s["dense_ms"], ".1f"), _bench.fmt(s["naive_ms"], ".1f")]
+       for s in result["cells"]])
   if result["large"]:
     _bench.print_table(
         "value+grad in fresh subprocesses (1 run, no warm-up)",
-        ["kernel", "h", "n=m", "method", "seconds", "compile s",
+        ["kernel", "h", "n=m", "call", "seconds", "compile s",
          "peak RSS MiB", "RSS after inputs MiB"],
-        [[r.get("kernel"), r.get("h"), r.get("n"), r.get("method"),
+        [[r.get("kernel"), r.get("h"), r.get("n"), r.get("call"),
           _bench.fmt(r.get("seconds")), _bench.fmt(r.get("compile_s")),
           _bench.fmt(r.get("peak_rss_mib"), ".0f"),
           _bench.fmt(r.get("peak_rss_after_inputs_mib"), ".0f")]
          if r["status"] == "ok" else [r["spec"], "FAILED", r["returncode"]]
          for r in result["large"]])
-  _bench.print_table("targets", ["target", "measured", "threshold", "met"],
-              [[t["target"], _bench.fmt(t["measured"]), t["threshold"],
-                {None: "not measured", True: "yes", False: "NO"}[t["met"]]]
-               for t in result["targets"]])
+  if result["targets"]:
+    _bench.print_table(
+        "targets", ["target", "measured", "threshold", "met"],
+        [[t["target"], _bench.fmt(t["measured"]), t["threshold"],
+          "yes" if t["met"] else "NO"] for t in result["targets"]])
+  print(f"\nload average (1, 5, 15 min): start "
+        f"{result['meta']['load_average_at_start']}, end "
+        f"{result['meta']['load_average_at_end']}")
 
 
 # ----------------------------------------------------------------------------
@@ -399,21 +416,29 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true",
                       help="smoke test: n in {256, 1024}, h=8, 2 repeats, "
-                           "2048 matmul ceiling only, no large-memory runs")
-  parser.add_argument("--sizes", type=_bench.int_list, help="n = m values, e.g. "
-                      "256,1024 (default 256,1024,2048,4096,16384)")
-  parser.add_argument("--dims", type=_bench.int_list, help="h values (default 8,64)")
+                           "no large-memory runs")
+  parser.add_argument("--sizes", type=_bench.int_list,
+                      help="n = m values (default 1024,4096,16384)")
+  parser.add_argument("--dims", type=_bench.int_list,
+                      help="h values (default 8,64)")
   parser.add_argument("--kernels", type=str_list,
-                      help="subset of coulomb,gaussian,imq (default all)")
-  parser.add_argument("--repeats", type=int, help="timed runs (default 5)")
-  parser.add_argument("--block-size", type=int, default=128)
+                      help=f"subset of {','.join(KERNEL_NAMES)}")
+  parser.add_argument("--repeats", type=int, help="timed rounds (default 5)")
+  parser.add_argument("--block-sizes", type=_bench.int_list,
+                      help="explicit block sizes compared with the default "
+                           "call (default 64,128,256,512)")
+  parser.add_argument("--ceiling-size", type=int, default=CEILING_SIZE,
+                      help="the square matmul timed in every cell's rounds")
+  parser.add_argument("--vg-only", action="store_true",
+                      help="time value+grad only (skip the value-only calls)")
   parser.add_argument("--naive-max-n", type=int, default=NAIVE_MAX_N)
   parser.add_argument("--dense-max-n", type=int, default=DENSE_MAX_N)
   parser.add_argument("--no-large", action="store_true",
                       help="skip the fresh-subprocess peak-memory runs")
   parser.add_argument("--out", type=pathlib.Path,
-                      default=pathlib.Path("bench_results/bench_mmd.json"))
-  parser.add_argument("--single", metavar="KERNEL:N:H:METHOD",
+                      default=pathlib.Path("runs/bench_mmd.json"),
+                      help="JSON results (default runs/bench_mmd.json)")
+  parser.add_argument("--single", metavar="KERNEL:N:H:BLOCK",
                       help="internal: one value+grad run, prints peak RSS")
   args = parser.parse_args(argv)
   defaults = QUICK if args.quick else FULL
@@ -427,37 +452,44 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
   args = parse_args(argv)
   if args.single:
-    print(SINGLE_PREFIX + json.dumps(run_single(args.single, args)))
+    print(SINGLE_PREFIX + json.dumps(run_single(args.single)))
     return
-  ceiling = matmul_ceiling(args.ceiling_sizes, args.repeats)
-  records = [run_cell(k, n, h, method, args)
-             for k in args.kernels for h in args.dims for n in args.sizes
-             for method in METHODS]
-  add_comparisons(records, ceiling["gflops"])
-  large = [] if args.no_large else [run_in_subprocess(*spec, args)
-                                    for spec in LARGE_RUNS]
+  meta = _bench.metadata("experiments.bench_mmd")
+  records, summaries = [], []
+  for k in args.kernels:
+    for h in args.dims:
+      for n in args.sizes:
+        cell_records, summary = run_cell(k, n, h, args)
+        records += cell_records
+        summaries.append(summary)
+  large = [] if args.no_large else [
+      run_in_subprocess(":".join(map(str, spec))) for spec in LARGE_RUNS]
+  meta["load_average_at_end"] = os.getloadavg()
   result = {
-      "meta": _bench.metadata("experiments.bench_mmd"),
+      "meta": meta,
       "settings": {"sizes": args.sizes, "dims": args.dims,
                    "kernels": args.kernels, "repeats": args.repeats,
-                   "block_size": args.block_size,
+                   "block_sizes": args.block_sizes,
+                   "ceiling_size": args.ceiling_size,
+                   "vg_only": args.vg_only,
                    "naive_max_n": args.naive_max_n,
                    "dense_max_n": args.dense_max_n},
       "definitions": {
-          "pairs": "n*m; pairs_per_s = n*m / median seconds (the estimator "
-                   "evaluates (n+m)^2 ordered pairs)",
-          "time": "median wall seconds of `repeats` runs of the AOT-compiled "
-                  "jitted function after one warm-up, with block_until_ready",
-          "speedup_vs_naive": "naive value_and_grad median / this method's",
+          "time": "median wall seconds of `repeats` interleaved rounds of the "
+                  "AOT-compiled jitted calls after one warm-up each, with "
+                  "block_until_ready",
+          "default": "mmd2(x, y, kernel), block_size='auto'",
           "gflops": "passes * 2h * (n+m)^2 / seconds; passes = "
                     f"{VG_PASSES} (value_and_grad)",
-          "ceiling_fraction": "gflops / matmul_ceiling.gflops (best size)",
+          "ceiling_fraction": "gflops / the GFLOP/s of a ceiling_size^3 "
+                              "float32 HIGHEST matmul timed in the same "
+                              "rounds",
       },
-      "matmul_ceiling": ceiling,
       "sweep": records,
+      "cells": summaries,
       "large": large,
   }
-  result["targets"] = targets(records, large)
+  result["targets"] = targets(summaries, large)
   report(result)
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(result, indent=2))

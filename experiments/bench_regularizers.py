@@ -9,12 +9,14 @@ For each batch size B and latent size h: `jax.value_and_grad` of
 `kernel="coulomb"`, the paper's), of `losses.wae_regularizer` (multi-scale
 IMQ, 7 scales) and of the Monte-Carlo sliced construction of
 `experiments.latent_match` (16 random 3-D slices), w.r.t. `[B, h]` codes
-against B given N(0, I) samples, jitted, dense (`block_size=None`) and
-streamed (`block_size=128`). The calls are timed in turn, round after round
-(`_bench.time_interleaved`), so that their ratios share the machine's load;
-each row gives the median over `--repeats` rounds and its ratio to WAE's
-median in the same mode (the Monte-Carlo construction is timed after the
-others, on its own: a call that followed it in a round was slowed by it). The float32 matmul ceiling is measured in the same
+against B given N(0, I) samples, jitted, dense (`block_size=None`),
+streamed (`block_size=128`) and by default (`block_size="auto"`). The calls
+are timed in turn, round after round (`_bench.time_interleaved`), so that
+their ratios share the machine's load; each row gives the median over
+`--repeats` rounds and its ratio to WAE's median in the same mode (the
+Monte-Carlo construction is timed after the others, on its own: a call that
+followed it in a round was slowed by it). The float32 matmul ceiling is
+measured in the same
 run. Writes the JSON to `--out`.
 """
 
@@ -35,7 +37,8 @@ REGULARIZERS = {
     "coulomb": functools.partial(losses.coulomb_regularizer, kernel="coulomb"),
     "wae": losses.wae_regularizer,
 }
-BLOCK_SIZES = (None, 128)
+#: Dense, an explicit block, and the default (`block_size="auto"`).
+BLOCK_SIZES = (None, 128, "auto")
 
 
 def value_and_grad(regularizer, block_size):

@@ -627,3 +627,19 @@ def test_library_kernels_pass_in_other_dtypes(enable_x64):
   del enable_x64
   testing.assert_kernel_properties(kernels.coulomb, h=8, dtype=jnp.float64)
   testing.assert_kernel_properties(functools.partial(kernels.gaussian, scale=1.0), h=4, dtype=jnp.bfloat16)
+
+
+@pytest.mark.parametrize("name", ["coulomb", "sliced_coulomb", "gaussian",
+                                  "imq", "coulomb_log"])
+def test_a_nan_point_gives_nan_value_and_gradient(name):
+  """The Coulomb slope is set to 0 at coincident points only: a NaN distance
+  must not take that branch."""
+  h = 2 if name == "coulomb_log" else 5
+  kernel = KernelCase(name, h).kernel
+  x = jnp.zeros(h).at[1].set(jnp.nan)
+  y = jnp.ones(h)
+  value, grad = jax.value_and_grad(lambda a: kernel(a, y))(x)
+  assert jnp.isnan(value)
+  assert jnp.isnan(grad).all()
+  value, grad = jax.value_and_grad(lambda a: kernel(a, y))(jnp.zeros(h))
+  assert jnp.isfinite(value) and jnp.isfinite(grad).all()

@@ -789,3 +789,133 @@ def test_library_estimators_pass():
       functools.partial(mmd.mmd2_biased, kernel=IMQ), h=4,
       blocked=functools.partial(mmd.mmd2_biased, kernel=IMQ, block_size=5),
       skip=("null_mean",))
+
+
+# ----------------------------------------------------------------------------
+# The default path (`block_size="auto"`), column tiles, forward mode, memory.
+
+
+@pytest.mark.parametrize("estimator", [mmd.mmd2, mmd.mmd2_biased],
+                         ids=["mmd2", "biased"])
+@pytest.mark.parametrize("case_key", [("coulomb", 3), ("sliced_coulomb", 64),
+                                      ("gaussian", 8), ("laplace_l1", 5)],
+                         ids=_ids)
+def test_default_equals_dense(np_rng, estimator, case_key):
+  """`block_size="auto"` (the default) is the same estimate as the dense
+  path, value and gradient; calling without the argument is the same call."""
+  case = _case(*case_key)
+  x, y = _samples(np_rng, case.h)
+  dense, dense_grads = _value_and_grad(estimator, case_key, None)(x, y)
+  auto, auto_grads = _value_and_grad(estimator, case_key, "auto")(x, y)
+  plain, plain_grads = jax.jit(jax.value_and_grad(
+      lambda a, b: estimator(a, b, case.kernel), (0, 1)))(x, y)
+  np.testing.assert_allclose(auto, dense, rtol=1e-5,
+                             atol=1e-6 * _term_scale(case, x, y))
+  _assert_grads_close(auto_grads, dense_grads)
+  np.testing.assert_array_equal(plain, auto)
+  for p, a in zip(plain_grads, auto_grads):
+    np.testing.assert_array_equal(p, a)
+
+
+def test_auto_block_sizes_are_blocked_and_bounded():
+  """On CPU the default streams even blocks near 128 rows; generic kernels
+  go dense only while their [rows, cols, h] broadcast is small."""
+  auto = mmd._auto_block_size
+  assert auto(90, 90, 64, 4, True, "cpu") == 90      # one block, no padding
+  assert auto(8192, 8192, 64, 4, True, "cpu") == 128
+  assert auto(300, 300, 64, 4, True, "cpu") == 104   # 3 blocks, not 128+128+44
+  assert auto(65536 * 2, 65536 * 2, 64, 4, True, "gpu") >= 128
+  assert auto(90, 90, 5, 4, False, "cpu") is None
+  big = auto(40000, 40000, 64, 4, False, "cpu")
+  assert isinstance(big, int) and big * 40000 * 64 * 4 <= mmd._GENERIC_BUDGET
+
+
+@pytest.mark.parametrize("case_key", [("coulomb", 3), ("sliced_coulomb", 64),
+                                      ("imq", 8)], ids=_ids)
+def test_column_tiles_equal_dense(np_rng, monkeypatch, case_key):
+  """Rows meet the columns a tile at a time (a `lax.scan` of whole tiles and
+  a remainder); tiles of 8 against n = 37, m = 53 cover every case."""
+  monkeypatch.setattr(mmd, "_column_tile", lambda block_size, backend: 8)
+  case = _case(*case_key)
+  x, y = _samples(np_rng, case.h)
+  f = lambda bs: jax.jit(jax.value_and_grad(
+      lambda a, b: mmd.mmd2(a, b, case.kernel, block_size=bs), (0, 1)))
+  dense, dense_grads = f(None)(x, y)
+  for block_size in (7, 16):
+    tiled, tiled_grads = f(block_size)(x, y)
+    np.testing.assert_allclose(tiled, dense, rtol=1e-5,
+                               atol=1e-6 * _term_scale(case, x, y))
+    _assert_grads_close(tiled_grads, dense_grads)
+    biased = mmd.mmd2_biased(x, y, case.kernel, block_size=block_size)
+    np.testing.assert_allclose(
+        biased, mmd.mmd2_biased(x, y, case.kernel, block_size=None),
+        rtol=1e-5, atol=1e-6 * _term_scale(case, x, y))
+
+
+@pytest.mark.parametrize("block_size", ["auto", 7])
+@pytest.mark.parametrize("transform", ["jvp", "jacfwd"])
+def test_forward_mode_on_the_blocked_path_names_block_size(np_rng, block_size,
+                                                           transform):
+  x, y = _samples(np_rng, 8)
+  kernel = KernelCase("sliced_coulomb", 8).kernel
+  call = {"jvp": lambda g: jax.jvp(g, (x,), (jnp.ones_like(x),))[1],
+          "jacfwd": lambda g: jax.jacfwd(g)(x)}[transform]
+  with pytest.raises(ValueError, match="block_size=None"):
+    call(lambda a: mmd.mmd2(a, y, kernel, block_size=block_size))
+  # The dense path takes it, and agrees with reverse mode on the blocked one.
+  out = call(lambda a: mmd.mmd2(a, y, kernel, block_size=None))
+  grad = jax.grad(lambda a: mmd.mmd2(a, y, kernel, block_size=block_size))(x)
+  want = jnp.sum(grad) if transform == "jvp" else grad
+  np.testing.assert_allclose(out, want, rtol=1e-4,
+                             atol=1e-5 * float(jnp.abs(grad).max()))
+
+
+@pytest.mark.parametrize("block_size", ["auto", 3])
+def test_second_derivatives_on_the_blocked_path_equal_dense(np_rng,
+                                                            block_size):
+  """Reverse mode first (jax.hessian is jacfwd of jacrev; grad of grad)
+  differentiates the fused gradient sweep: the same as dense."""
+  x, y = _samples(np_rng, 8, n=4, m=5)
+  kernel = KernelCase("sliced_coulomb", 8).kernel
+  f = lambda bs: (lambda a: mmd.mmd2(a, y, kernel, block_size=bs))
+  want = jax.hessian(f(None))(x)
+  np.testing.assert_allclose(jax.hessian(f(block_size))(x), want, rtol=1e-4,
+                             atol=1e-5 * float(jnp.abs(want).max()))
+  sq = lambda bs: (lambda a: jnp.sum(jax.grad(f(bs))(a) ** 2))
+  np.testing.assert_allclose(jax.grad(sq(block_size))(x), jax.grad(sq(None))(x),
+                             rtol=1e-4, atol=1e-7)
+
+
+def test_dense_refuses_what_cannot_fit():
+  """n = 40000, h = 64 dense planned 77 GiB on a 23 GiB machine: refused at
+  trace time, naming block_size; the default streams it."""
+  memory = mmd._memory_bytes(jax.default_backend())
+  assert memory and memory > 2**28
+  n = int((memory / 32) ** 0.5) + 1   # 2 (2n)^2 4 bytes > memory
+  x = jax.ShapeDtypeStruct((n, 64), jnp.float32)
+  kernel = kernels.sliced_coulomb
+  with pytest.raises(ValueError, match="block_size") as error:
+    jax.eval_shape(lambda a, b: mmd.mmd2(a, b, kernel, block_size=None), x, x)
+  assert "GiB" in str(error.value)
+  jax.eval_shape(lambda a, b: mmd.mmd2(a, b, kernel), x, x)  # fine
+  small = jax.ShapeDtypeStruct((4096, 64), jnp.float32)
+  jax.eval_shape(lambda a, b: mmd.mmd2(a, b, kernel, block_size=None),
+                 small, small)
+
+
+@pytest.mark.parametrize("block_size", ["Auto", "dense", ""])
+def test_bad_block_size_strings_raise(block_size):
+  with pytest.raises(ValueError, match="block_size must be 'auto'"):
+    mmd.mmd2(jnp.ones((4, 3)), jnp.zeros((4, 3)), kernels.coulomb,
+             block_size=block_size)
+
+
+def test_numpy_float64_inputs_are_converted_quietly(np_rng):
+  import warnings
+  x = np_rng.standard_normal((8, 5))
+  y = np_rng.standard_normal((8, 5))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    for estimator in (mmd.mmd2, mmd.mmd2_biased, mmd.mmd2_linear):
+      value = estimator(x, y, kernels.sliced_coulomb)
+      assert value.dtype == jnp.float32
