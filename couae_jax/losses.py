@@ -38,18 +38,26 @@ def squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
   Returns:
     `[B]`, `‖predictions_b - targets_b‖²`.
 
+  Raises:
+    TypeError: either not a floating array.
+    ValueError: shapes that differ, a scalar, or no examples (`B = 0`).
+
   Example:
     >>> import jax.numpy as jnp
     >>> from couae_jax import losses
     >>> losses.squared_error(jnp.ones((2, 3)), jnp.zeros((2, 3)))
     Array([3., 3.], dtype=float32)
   """
-  predictions = _checks.floating_array("predictions", predictions)
-  targets = _checks.floating_array("targets", targets)
+  predictions = _checks.floating_array("predictions", predictions, min_rank=1)
+  targets = _checks.floating_array("targets", targets, min_rank=1)
   if predictions.shape != targets.shape:
     raise ValueError(
         f"predictions and targets must have the same shape; got "
         f"{tuple(predictions.shape)} and {tuple(targets.shape)}.")
+  if predictions.shape[0] == 0:
+    raise ValueError(
+        f"predictions must hold at least one example; got shape "
+        f"{tuple(predictions.shape)}.")
   diff = (predictions - targets).reshape(predictions.shape[0], -1)
   return jnp.sum(diff * diff, axis=-1)
 

@@ -69,3 +69,11 @@ def test_numpy_float64_codes_are_converted_without_warnings(regularizer):
   np.testing.assert_allclose(
       value, regularizer(jnp.asarray(codes, jnp.float32),
                          key=jax.random.key(0)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((0, 3), "at least one example"), ((), "predictions")])
+def test_squared_error_rejects_empty_and_scalar_batches(shape, message):
+  batch = np.zeros(shape, np.float32)
+  with pytest.raises(ValueError, match=message):
+    losses.squared_error(batch, batch)
