@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import errno
 import json
-import numbers
 import os
 import signal
 import socket
@@ -51,8 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from couae_jax import _checks
-from couae_jax import checkpointing
+from couae_jax import _checks, checkpointing
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
 from couae_jax import models as models_lib
@@ -95,6 +93,29 @@ class WorkdirLockedError(RuntimeError):
   workdir's lock, `workdir/.lock`. The lock is released when that run ends,
   also when it crashes or is killed. A `RuntimeError`.
   """
+
+
+class DiskFull(OSError):
+  """The disk filled up during training (`errno.ENOSPC`).
+
+  Raised by `fit` and `fit_seeds` in place of the error deep inside orbax,
+  TensorStore or a log write, so that its message is the last thing a user
+  reads. Every complete checkpoint is kept; free space and run the same
+  command again to resume. An `OSError`.
+  """
+
+
+def _is_disk_full(error: BaseException) -> bool:
+  """Whether `error`, or an error it was raised from, is a full disk."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -537,26 +558,40 @@ def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
   for member_config in configs:  # they differ in the seed, which is checked
     config_lib.validate(member_config, devices=mesh.size,
                         processes=jax.process_count())
-  with _WorkdirLocks(workdirs), _StopOnSignal() as stop:
-    # Only the Grid is drawn from the seed; a data set read from files is
-    # read once and shared by every seed.
-    if config.data == "grid":
-      datasets = [load_dataset(member_config) for member_config in configs]
-      digests = [checkpointing.data_digest(data) for data in datasets]
-    else:
-      datasets = [load_dataset(config)] * len(configs)
-      digests = [checkpointing.data_digest(datasets[0])] * len(configs)
-    data_shape = datasets[0].shape[1:]
-    members: list[_Member] = []
-    try:
-      for member_config, workdir, dataset, digest in zip(
-          configs, workdirs, datasets, digests):
-        members.append(_Member(member_config, workdir, dataset, digest))
-        members[-1].check()
-      return _train(members, mesh, data_shape, progress, stop)
-    finally:
-      for member in members:
-        member.close()
+  try:
+    with _WorkdirLocks(workdirs), _StopOnSignal() as stop:
+      # Only the Grid is drawn from the seed; a data set read from files is
+      # read once and shared by every seed.
+      if config.data == "grid":
+        datasets = [load_dataset(member_config) for member_config in configs]
+        digests = [checkpointing.data_digest(data) for data in datasets]
+      else:
+        datasets = [load_dataset(config)] * len(configs)
+        digests = [checkpointing.data_digest(datasets[0])] * len(configs)
+      data_shape = datasets[0].shape[1:]
+      members: list[_Member] = []
+      try:
+        for member_config, workdir, dataset, digest in zip(
+            configs, workdirs, datasets, digests):
+          members.append(_Member(member_config, workdir, dataset, digest))
+          members[-1].check()
+        return _train(members, mesh, data_shape, progress, stop)
+      finally:
+        for member in members:
+          member.close()
+  except Exception as error:
+    if not _is_disk_full(error):
+      raise
+    # `from None`: the hundreds of lines of orbax and TensorStore frames
+    # would bury the one line that says what to do.
+    raise DiskFull(
+        errno.ENOSPC,
+        f"No space left on device while training in {workdirs[0]}"
+        f"{' and the other seed workdirs' if len(workdirs) > 1 else ''} "
+        f"({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})."
+        " Every "
+        "complete checkpoint is kept: free space and run the same command "
+        "again to resume.") from None
 
 
 def _lock(workdir: str) -> Optional[int]:
@@ -887,6 +922,6 @@ def _save_figures(member: _Member,
                         key=jax.random.key(member.config.seed))
 
 
-__all__ = ["TrainingDiverged", "TrainingInterrupted", "WorkdirLockedError",
+__all__ = ["DiskFull", "TrainingDiverged", "TrainingInterrupted", "WorkdirLockedError",
            "fit", "fit_seeds", "load_dataset", "maybe_initialize_distributed",
            "seed_workdir"]
