@@ -31,9 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from couae_jax import _checks
+from couae_jax import _checks, losses
 from couae_jax import kernels as kernels_lib
-from couae_jax import losses
 
 #: Bisection steps of `deviation_at_confidence` on the logit of the split;
 #: each halves an interval that starts 2 * _LOGIT_RANGE wide.

@@ -45,10 +45,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from couae_jax import _checks
+from couae_jax import _checks, models
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
-from couae_jax import models
 from couae_jax import train as train_lib
 
 CHECKPOINT_DIR = "checkpoints"
@@ -165,7 +164,7 @@ def _sha256(array: np.ndarray) -> str:
   rows = max(1, (64 << 20) // max(1, array[0].nbytes))
   for start in range(0, len(array), rows):
     block = np.ascontiguousarray(array[start:start + rows])
-    digest.update(block.reshape(-1).view(np.uint8))
+    digest.update(block.reshape(-1).view(np.uint8).data)
   return digest.hexdigest()
 
 
@@ -202,8 +201,8 @@ def _meta_sha256(meta: Mapping[str, Any]) -> str:
 
 def _short(error: BaseException) -> str:
   """`Type: first line of the message`, at most 300 characters."""
-  text = str(error).strip().splitlines()
-  text = text[0] if text else ""
+  lines = str(error).strip().splitlines()
+  text = lines[0] if lines else ""
   if len(text) > 300:
     text = text[:297] + "..."
   return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -447,7 +446,7 @@ class Checkpointer:
     config_lib.check_type(config)
     if step is None:
       step, meta = self._newest_readable_meta()
-      if step is None:
+      if step is None or meta is None:  # both None, or neither
         return
     else:
       meta = self.read_meta(step)
@@ -477,7 +476,7 @@ class Checkpointer:
     """
     if step is None:
       step, meta = self._newest_readable_meta()
-      if step is None:
+      if step is None or meta is None:  # both None, or neither
         return
     else:
       meta = self.read_meta(step)
@@ -1006,10 +1005,10 @@ def restore(workdir: str, step: Optional[int] = None) -> TrainedModel:
           raise
         bad.append(error)
         continue
-      for error in bad:
+      for skipped in bad:
         warnings.warn(
-            f"skipped the checkpoint of step {error.step} in {directory}: it "
-            f"is corrupt ({error.reason}); restored step {candidate}, the "
+            f"skipped the checkpoint of step {skipped.step} in {directory}: "
+            f"it is corrupt ({skipped.reason}); restored step {candidate}, the "
             "newest good one.", CheckpointWarning, stacklevel=2)
       return trained
     raise CheckpointCorruptError(

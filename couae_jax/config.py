@@ -9,6 +9,7 @@ is compiled, with a message saying what to change.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import numbers
@@ -19,10 +20,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from couae_jax import _checks
-from couae_jax import kernels
-from couae_jax import losses
-from couae_jax import models
+from couae_jax import _checks, kernels, losses, models
 from couae_jax import priors as priors_lib
 
 MODELS = ("couae", "wae", "vae")
@@ -449,7 +447,7 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.log_every >= 1, f"log_every={config.log_every} must be >= 1.")
   require(config.eval_every >= 0,
           f"eval_every={config.eval_every} must be >= 0.")
-  require(config.data not in _FILE_DATA or config.data_path,
+  require(config.data not in _FILE_DATA or bool(config.data_path),
           f"data={config.data!r} reads files: set --config.data_path.")
   # A path with generated data is a forgotten --config.data: the run would
   # train on the Grid (or the digits) and never read the file.
@@ -594,11 +592,15 @@ def _check_model_memory(config: TrainConfig, require) -> None:
   so it is a lower bound: it rejects the absurd (a width of 1000 is hundreds
   of GB), not every model too big for an accelerator.
   """
-  sizes = dict(width=config.width, hidden=tuple(config.hidden),
-               stochastic=config.model == "vae" or config.stochastic_encoder,
-               kernel_size=config.conv_kernel_size)
-  conv = models.min_parameter_count("conv", config.latent_dim, **sizes)
-  mlp = models.min_parameter_count("mlp", config.latent_dim, **sizes)
+  def min_parameters(kind: str) -> int:
+    return models.min_parameter_count(
+        kind, config.latent_dim, width=config.width,
+        hidden=tuple(config.hidden),
+        stochastic=config.model == "vae" or config.stochastic_encoder,
+        kernel_size=config.conv_kernel_size)
+
+  conv = min_parameters("conv")
+  mlp = min_parameters("mlp")
   if config.architecture != "auto":
     count = conv if config.architecture == "conv" else mlp
   else:
@@ -646,7 +648,7 @@ def _check_piecewise(config: TrainConfig, require) -> None:
   require(all(0 < b < 1 for b in boundaries),
           f"lr_boundaries={tuple(boundaries)} must be fractions of steps in "
           "(0, 1).")
-  require(all(a < b for a, b in zip(boundaries, boundaries[1:])),
+  require(all(a < b for a, b in itertools.pairwise(boundaries)),
           f"lr_boundaries={tuple(boundaries)} must be strictly increasing.")
   require(len(factors) == len(boundaries),
           f"lr_factors={tuple(factors)} must hold one factor per boundary "
@@ -680,7 +682,8 @@ def boundary_steps(config: TrainConfig) -> dict[int, float]:
   """
   check_type(config)
   steps: dict[int, float] = {}
-  for fraction, factor in zip(config.lr_boundaries, config.lr_factors):
+  for fraction, factor in zip(config.lr_boundaries, config.lr_factors,
+                              strict=True):
     step = math.floor(float(fraction) * config.steps + 0.5)
     steps[step] = steps.get(step, 1.0) * float(factor)
   return steps

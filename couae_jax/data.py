@@ -274,8 +274,8 @@ def _celeba_image(path: pathlib.Path) -> np.ndarray:
         "load_celeba needs Pillow (installed with matplotlib): "
         "pip install 'couae-jax[experiments]'") from e
   try:
-    with Image.open(path) as image:
-      image = image.convert("RGB")
+    with Image.open(path) as file:
+      image = file.convert("RGB")
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise ValueError(f"{path} is not a readable image: {e}") from e
   cols, rows = image.size
@@ -569,7 +569,7 @@ class BatchIterator:
           "drop_remainder=True or change global_batch_size.")
     self._epoch = 0
     self._position = 0
-    self._order = (-1, None)
+    self._order: tuple[int, Optional[np.ndarray]] = (-1, None)
 
   @classmethod
   def from_state(cls, data: np.ndarray, global_batch_size: int, seed: int,
@@ -626,7 +626,7 @@ class BatchIterator:
 
   def _epoch_order(self) -> np.ndarray:
     epoch, order = self._order
-    if epoch != self._epoch:
+    if order is None or epoch != self._epoch:
       n = len(self._data)
       order = (np.random.default_rng((self._seed, self._epoch)).permutation(n)
                if self._shuffle else np.arange(n))

@@ -239,7 +239,8 @@ def held_out_log_likelihood(generate: Callable[[int, int], np.ndarray],
   bandwidth, scores = select_bandwidth(generated(selection_samples, seed),
                                        bandwidths, seed=seed)
   centres = generated(fit_samples, seed + 1)
-  batch_means = [float(jnp.mean(kde_log_density(batch, centres, bandwidth)))
+  batch_means = [float(jnp.mean(kde_log_density(jnp.asarray(batch), centres,
+                                                bandwidth)))
                  for batch in np.split(true_samples, batches)]
   return {"mean": float(np.mean(batch_means)),
           "std": float(np.std(batch_means)), "batch_means": batch_means,

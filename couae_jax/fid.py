@@ -143,9 +143,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
   # else Λ^½ Vᵀ from an eigen-decomposition restricted to the nonzero
   # eigenvalues, which is exact for singular covariances (fewer samples than
   # features) and makes R s2 Rᵀ as small as the rank.
-  for first, second in ((sigma1, sigma2), (sigma2, sigma1)):
+  for first, other in ((sigma1, sigma2), (sigma2, sigma1)):
     try:
       factor = np.linalg.cholesky(first).T
+      second = other
       break
     except np.linalg.LinAlgError:
       continue
@@ -344,8 +345,8 @@ class _InceptionC(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c7 = self.channels_7x7
-    row, col = dict(kernel=(1, 7), padding=(0, 3)), dict(kernel=(7, 1),
-                                                         padding=(3, 0))
+    row: dict[str, Any] = dict(kernel=(1, 7), padding=(0, 3))
+    col: dict[str, Any] = dict(kernel=(7, 1), padding=(3, 0))
     b1 = _ConvBN(192, 1, name="branch1x1")(x)
     b7 = _ConvBN(c7, 1, name="branch7x7_1")(x)
     b7 = _ConvBN(c7, **row, name="branch7x7_2")(b7)
@@ -379,8 +380,8 @@ class _InceptionE(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    row, col = dict(kernel=(1, 3), padding=(0, 1)), dict(kernel=(3, 1),
-                                                         padding=(1, 0))
+    row: dict[str, Any] = dict(kernel=(1, 3), padding=(0, 1))
+    col: dict[str, Any] = dict(kernel=(3, 1), padding=(1, 0))
     b1 = _ConvBN(320, 1, name="branch1x1")(x)
     b3 = _ConvBN(384, 1, name="branch3x3_1")(x)
     b3 = jnp.concatenate([_ConvBN(384, **row, name="branch3x3_2a")(b3),
@@ -586,9 +587,10 @@ def save_inception_weights(variables: Any, path: PathLike, *,
       so that `weights_source_verified` can tell the real weights from
       others.
   """
-  arrays = {_torch_name(key): _to_torch_layout(key[-1], np.asarray(value))
-            for key, value in traverse_util.flatten_dict(
-                dict(variables)).items()}
+  # Any: NumPy's stubs type `np.savez`'s keywords as its `allow_pickle` too.
+  arrays: dict[str, Any] = {
+      _torch_name(key): _to_torch_layout(key[-1], np.asarray(value))
+      for key, value in traverse_util.flatten_dict(dict(variables)).items()}
   arrays[SOURCE_HASH_KEY] = np.asarray(source_sha256)
   with open(path, "wb") as f:  # np.savez would append '.npz' to other names.
     np.savez(f, **arrays)

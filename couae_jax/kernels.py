@@ -214,12 +214,12 @@ def _register(form: RadialForm):
   return decorate
 
 
-def _evaluate(kernel: Kernel, x, y, params: dict) -> jax.Array:
-  """Validates a pair of point arrays and applies `kernel`'s radial profile."""
+def _evaluate(form: RadialForm, x, y, params: dict) -> jax.Array:
+  """Validates a pair of point arrays and applies the radial profile `form`
+  (a kernel's `radial_form`)."""
   x = _checks.floating_array("x", x)
   y = _checks.floating_array("y", y)
   h = _checks.same_dimension("x", x, "y", y)
-  form = kernel.radial_form
   bound = BoundRadialKernel(form, h, form.resolve(h, **params))
   dtype = _checks.compute_dtype(x, y)
   diff = x.astype(dtype) - y.astype(dtype)
@@ -357,7 +357,7 @@ def coulomb(x: jax.Array, y: jax.Array, *, eps: float = DEFAULT_EPS,
     >>> float(kernels.coulomb(x[0], x[0]))  # coincident points: 1/eps
     100.0
   """
-  return _evaluate(coulomb, x, y, {"eps": eps, "scale": scale})
+  return _evaluate(coulomb.radial_form, x, y, {"eps": eps, "scale": scale})
 
 
 # ----------------------------------------------------------------------------
@@ -436,7 +436,8 @@ def sliced_coulomb(x: jax.Array, y: jax.Array, *, eps: float = DEFAULT_EPS,
     >>> float(kernels.sliced_coulomb(x[0], x[0]))  # coincident points: 1/eps
     100.0
   """
-  return _evaluate(sliced_coulomb, x, y, {"eps": eps, "scale": scale})
+  return _evaluate(sliced_coulomb.radial_form, x, y,
+                   {"eps": eps, "scale": scale})
 
 
 # ----------------------------------------------------------------------------
@@ -488,7 +489,7 @@ def coulomb_log(x: jax.Array, y: jax.Array, *, eps: float = DEFAULT_EPS,
     >>> kernels.coulomb_log(jnp.zeros(2), jnp.array([3.0, 4.0]), scale=1.0)
     Array(-1.6096379, dtype=float32)
   """
-  return _evaluate(coulomb_log, x, y, {"eps": eps, "scale": scale})
+  return _evaluate(coulomb_log.radial_form, x, y, {"eps": eps, "scale": scale})
 
 
 # ----------------------------------------------------------------------------
@@ -529,7 +530,7 @@ def gaussian(x: jax.Array, y: jax.Array, *, scale: float) -> jax.Array:
     >>> kernels.gaussian(jnp.zeros(2), jnp.array([3.0, 4.0]), scale=5.0)
     Array(0.60653067, dtype=float32)
   """
-  return _evaluate(gaussian, x, y, {"scale": scale})
+  return _evaluate(gaussian.radial_form, x, y, {"scale": scale})
 
 
 def _imq_profile(sq_dist, *, h: int, scale) -> jax.Array:
@@ -565,7 +566,7 @@ def imq(x: jax.Array, y: jax.Array, *, scale: float) -> jax.Array:
     >>> kernels.imq(jnp.zeros(2), jnp.array([3.0, 4.0]), scale=5.0)
     Array(0.5, dtype=float32)
   """
-  return _evaluate(imq, x, y, {"scale": scale})
+  return _evaluate(imq.radial_form, x, y, {"scale": scale})
 
 
 # ----------------------------------------------------------------------------
@@ -624,15 +625,15 @@ def multiscale(kernel: Kernel, *, scales: Sequence[float], **params) -> Kernel:
     return all(base.positive_definite(h, **p) for p in summands)
 
   name = getattr(kernel, "__name__", "kernel")
+  form = RadialForm(profile, resolve, bounds, positive_definite)
 
   def summed(x: jax.Array, y: jax.Array) -> jax.Array:
-    return _evaluate(summed, x, y, {})
+    return _evaluate(form, x, y, {})
 
   summed.__name__ = f"multiscale_{name}"
   summed.__doc__ = (f"Sum of {name} over scales {scales}: "
                     f"`[..., h], [..., h] -> [...]`.")
-  return _register(RadialForm(profile, resolve, bounds, positive_definite))(
-      summed)
+  return _register(form)(summed)
 
 
 __all__ = [

@@ -39,12 +39,12 @@ import socket
 import threading
 import time
 import warnings
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 try:
   import fcntl
 except ImportError:  # pragma: no cover - not POSIX
-  fcntl = None
+  fcntl = None  # type: ignore[assignment]  # no locks: `_lock` checks for None
 
 import jax
 import jax.numpy as jnp
@@ -108,13 +108,14 @@ class DiskFull(OSError):
 def _is_disk_full(error: BaseException) -> bool:
   """Whether `error`, or an error it was raised from, is a full disk."""
   seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+  link: Optional[BaseException] = error
+  while link is not None and id(link) not in seen:
+    seen.add(id(link))
+    if isinstance(link, OSError) and link.errno == errno.ENOSPC:
       return True
-    if "No space left on device" in str(error):
+    if "No space left on device" in str(link):
       return True
-    error = error.__cause__ or error.__context__
+    link = link.__cause__ or link.__context__
   return False
 
 
@@ -164,7 +165,7 @@ def maybe_initialize_distributed(config: config_lib.TrainConfig) -> None:
   if jax.distributed.is_initialized():
     return
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  kwargs = {}
+  kwargs: dict[str, Any] = {}
   if "COUAE_COORDINATOR_ADDRESS" in os.environ:
     kwargs = dict(
         coordinator_address=os.environ["COUAE_COORDINATOR_ADDRESS"],
@@ -380,17 +381,18 @@ def fit_seeds(config: config_lib.TrainConfig, seeds: Sequence[int],
   config_lib.check_type(config)
   workdir = _checks.path("workdir", workdir)
   _checks.python_bool("progress", progress)
+  listed: Optional[list[int]]
   try:
-    seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
+    listed = list(seeds) if not isinstance(seeds, (str, bytes)) else None
   except TypeError:
-    seeds = None
-  if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
-                      for s in seeds) or len(set(seeds)) != len(seeds):
+    listed = None
+  if not listed or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                       for s in listed) or len(set(listed)) != len(listed):
     raise ValueError(
         f"seeds must be a non-empty sequence of distinct non-negative ints; "
-        f"got {seeds!r}.")
-  return _fit([config.replace(seed=seed) for seed in seeds],
-              [seed_workdir(workdir, seed) for seed in seeds], progress)
+        f"got {listed!r}.")
+  return _fit([config.replace(seed=seed) for seed in listed],
+              [seed_workdir(workdir, seed) for seed in listed], progress)
 
 
 def seed_workdir(workdir: str, seed: int) -> str:
@@ -482,13 +484,14 @@ def _resume(members: Sequence[_Member], abstract
   """
   saved = [set(member.checkpointer.steps()) for member in members]
   if not all(saved):  # a member never saved: every member starts afresh.
-    for member, steps in zip(members, saved):
+    for member, steps in zip(members, saved, strict=True):
       for step in steps:
         member.checkpointer.delete(step)
     return 0, None
   bad: list[dict[int, str]] = [{} for _ in members]
   while True:
-    good = [steps - set(corrupt) for steps, corrupt in zip(saved, bad)]
+    good = [steps - set(corrupt)
+            for steps, corrupt in zip(saved, bad, strict=True)]
     shared = set.intersection(*good)
     if not shared:
       _raise_no_common_checkpoint(members, saved, bad)
@@ -504,7 +507,7 @@ def _resume(members: Sequence[_Member], abstract
         break
     if len(restored) == len(members):
       break
-  for member, steps, corrupt in zip(members, saved, bad):
+  for member, steps, corrupt in zip(members, saved, bad, strict=True):
     for step, reason in sorted(corrupt.items()):
       moved = member.checkpointer.quarantine(step, reason)
       warnings.warn(
@@ -520,7 +523,7 @@ def _resume(members: Sequence[_Member], abstract
 
 
 def _raise_no_common_checkpoint(members, saved, bad) -> None:
-  for member, steps, corrupt in zip(members, saved, bad):
+  for member, steps, corrupt in zip(members, saved, bad, strict=True):
     if steps and set(corrupt) == steps:
       raise checkpointing.CheckpointCorruptError(
           None, "every checkpoint is corrupt",
@@ -531,7 +534,8 @@ def _raise_no_common_checkpoint(members, saved, bad) -> None:
           + f". Move {checkpointing.checkpoint_dir(member.workdir)} aside to "
           "train afresh, or use a new --workdir.")
   held = ", ".join(f"{member.workdir}: {sorted(steps - set(corrupt))}"
-                   for member, steps, corrupt in zip(members, saved, bad))
+                   for member, steps, corrupt in zip(members, saved, bad,
+                                                     strict=True))
   raise RuntimeError(
       f"the seeds of the ensemble hold no checkpoint at a common step (good "
       f"checkpoints: {held}); resume the seeds apart with fit(), or start in "
@@ -572,7 +576,7 @@ def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
       members: list[_Member] = []
       try:
         for member_config, workdir, dataset, digest in zip(
-            configs, workdirs, datasets, digests):
+            configs, workdirs, datasets, digests, strict=True):
           members.append(_Member(member_config, workdir, dataset, digest))
           members[-1].check()
         return _train(members, mesh, data_shape, progress, stop)
@@ -811,7 +815,7 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
   inference_model = train_lib.build_model(config, data_shape)
   optimizer = train_lib.make_optimizer(config)
   replicated = train_lib.replicated(mesh)
-  example = members[0].network_input(members[0].dataset[:1])
+  example = jnp.asarray(members[0].network_input(members[0].dataset[:1]))
 
   def init_member(seed):
     return train_lib.init_state(model, optimizer, example, seed)
@@ -822,9 +826,10 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
       jax.eval_shape(init_member, 0))
   start, restored = _resume(members, abstract)
   states = None
-  if start:
+  if restored is not None:  # `start` > 0: resumed
     states = []
-    for member, (member_state, position) in zip(members, restored):
+    for member, (member_state, position) in zip(members, restored,
+                                                strict=True):
       member.iterator.restore(position)
       states.append(member_state)
   runs = _members_runner(config, model)(
@@ -865,7 +870,7 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
         now = time.perf_counter()
         rate = (step - last_step) / (now - last_time)
         last_time, last_step = now, step
-        for log, member_metrics in zip(logs, last):
+        for log, member_metrics in zip(logs, last, strict=True):
           log.write(step, member_metrics | {"steps_per_s": rate})
         if bar is not None:
           bar.set_postfix(loss=f"{last[0]['loss']:.4g}",

@@ -19,9 +19,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from couae_jax import _checks
-from couae_jax import kernels
-from couae_jax import mmd
+from couae_jax import _checks, kernels, mmd
 from couae_jax import priors as priors_lib
 
 #: The bandwidth multipliers of the WAE paper's multi-scale IMQ kernel.

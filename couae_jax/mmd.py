@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union, cast
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +124,8 @@ def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   that a NaN stays NaN.
   """
   if a.shape[-1] <= _EXACT_MAX_DIM:
-    return sum(d * d for d in _coordinate_differences(a, b))
+    # h >= 1 terms, so never `sum`'s start 0.
+    return cast(jax.Array, sum(d * d for d in _coordinate_differences(a, b)))
   sq_a = jnp.sum(a * a, axis=-1)[:, None]
   sq_b = jnp.sum(b * b, axis=-1)[None, :]
   cross = jnp.dot(a, b.T, precision=jax.lax.Precision.HIGHEST)
@@ -238,12 +239,13 @@ def _block_sums(radial, gram, weights: _PairWeights, rows: _Rows,
                                  points, from_x, weight,
                                  with_grads=with_grads)
     size = col_points.shape[0]
-    full = 0 if column_tile is None or column_tile >= size else (
-        size // column_tile)
+    # `full` whole tiles of `tile` columns, then the rest (all of them
+    # without column_tile, or with one of at least `size`).
+    tile = size if column_tile is None else min(column_tile, size)
+    full = size // tile if tile < size else 0
     parts = []
     if full:
-      stacked = col_points[:full * column_tile].reshape(
-          full, column_tile, h)
+      stacked = col_points[:full * tile].reshape(full, tile, h)
 
       def step(carry, tile_and_offset, tiles_of=tiles_of):
         s, g = tiles_of(*tile_and_offset)
@@ -253,14 +255,14 @@ def _block_sums(radial, gram, weights: _PairWeights, rows: _Rows,
               jnp.zeros((r, h), total.dtype) if with_grads else None)
       carry, _ = jax.lax.scan(
           step, init,
-          (stacked, column_tile * jnp.arange(full, dtype=jnp.int32)))
+          (stacked, tile * jnp.arange(full, dtype=jnp.int32)))
       parts.append(carry)
-    if full * (column_tile or 0) < size:
-      start = full * (column_tile or 0)
+    if full * tile < size:
+      start = full * tile
       parts.append(tiles_of(col_points[start:], start))
     for s, g in parts:
       total = total + s
-      if with_grads:
+      if grads is not None and g is not None:  # both, or neither: with_grads
         grads = grads + g
   return total, grads
 
@@ -277,7 +279,7 @@ def _in_blocks(rows: _Rows, block_size: int) -> _Rows:
     return leaf.reshape((padded // block_size, block_size) + leaf.shape[1:])
 
   return _Rows(*(pad_and_split(name, leaf)
-                 for name, leaf in zip(_Rows._fields, rows)))
+                 for name, leaf in zip(_Rows._fields, rows, strict=True)))
 
 
 def _unblock(stacked: jax.Array, r: int) -> jax.Array:

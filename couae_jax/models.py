@@ -36,10 +36,11 @@ and dtypes only, so every check is jit-safe).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union, cast
 
 import flax.linen as nn
 import jax
@@ -59,7 +60,7 @@ MIN_FEATURE_SIZE = 2
 
 #: The side of the conv nets' square kernels unless `kernel_size` is given.
 DEFAULT_KERNEL_SIZE = 4
-_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
+_BATCH_NORM: dict[str, Any] = dict(momentum=0.9, epsilon=1e-5)
 
 Encoding = Union[jax.Array, tuple[jax.Array, jax.Array]]
 
@@ -126,7 +127,7 @@ def scale_width(features: int, width: float) -> int:
   return max(1, round(features * width))
 
 
-def conv_stages(image_shape: tuple[int, int, int], *,
+def conv_stages(image_shape: tuple[int, ...], *,
                 name: str = "image_shape") -> int:
   """Number of stride-2 convolutions the encoder applies to an image.
 
@@ -337,8 +338,10 @@ class MLPDecoder(nn.Module):
 
   @property
   def _out_shape(self) -> tuple[int, ...]:
-    return ((self.out_dim,) if isinstance(self.out_dim, numbers.Integral)
-            else self.out_dim)
+    if isinstance(self.out_dim, numbers.Integral):
+      return (self.out_dim,)
+    # A tuple, or a value that `setup`'s `shape_tuple` rejects as it is.
+    return cast(tuple[int, ...], self.out_dim)
 
 
 # ---------------------------------------------------------------------------
@@ -779,11 +782,12 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
                    stochastic=stochastic, dtype=dtype),
         MLPDecoder(data_shape, hidden=hidden[::-1], width=width, dtype=dtype))
   conv_stages(data_shape, name="data_shape")
+  height, columns, channels = data_shape
   return Autoencoder(
       ConvEncoder(latent_dim, width=width, stochastic=stochastic,
                   dtype=dtype, axis_name=axis_name, kernel_size=kernel_size),
-      ConvDecoder(data_shape, width=width, dtype=dtype, axis_name=axis_name,
-                  kernel_size=kernel_size))
+      ConvDecoder((height, columns, channels), width=width, dtype=dtype,
+                  axis_name=axis_name, kernel_size=kernel_size))
 
 
 def min_parameter_count(kind: str, latent_dim: int, *, width: float = 1.0,
@@ -817,7 +821,7 @@ def min_parameter_count(kind: str, latent_dim: int, *, width: float = 1.0,
   heads = 2 if stochastic else 1
   if kind == "mlp":
     widths = [units(w) for w in hidden]
-    between = sum(a * b for a, b in zip(widths, widths[1:]))
+    between = sum(a * b for a, b in itertools.pairwise(widths))
     # The input and output layers have at least one feature each.
     return (2 * between + (heads + 1) * latent_dim * widths[-1]
             + 2 * widths[0])
@@ -849,12 +853,13 @@ def _check_model(model, variables) -> None:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:
-  return model.apply(variables, x, method=Autoencoder.encode)
+  # `apply` is typed for `mutable=` too; without it, it returns the output.
+  return cast(Encoding, model.apply(variables, x, method=Autoencoder.encode))
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _decode(model: Autoencoder, variables: Any, z: jax.Array) -> jax.Array:
-  return model.apply(variables, z, method=Autoencoder.decode)
+  return cast(jax.Array, model.apply(variables, z, method=Autoencoder.decode))
 
 
 def encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:

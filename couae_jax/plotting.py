@@ -171,8 +171,9 @@ def _image_grid(plt, rows, title):
   columns = max(len(r) for r in rows)
   fig, axes = plt.subplots(len(rows), columns, squeeze=False,
                            figsize=(columns * 0.8, len(rows) * 0.8))
-  for row_axes, images in zip(axes, rows):
-    for ax, image in zip(row_axes, images):
+  for row_axes, images in zip(axes, rows, strict=True):
+    # A row may hold fewer images than the widest: its last axes stay empty.
+    for ax, image in zip(row_axes, images, strict=False):
       image = np.clip(image, 0.0, 1.0)
       if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]

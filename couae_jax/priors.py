@@ -114,18 +114,19 @@ def sample_shard(prior: Prior, key: jax.Array, local_shape: Sequence[int],
   if not callable(prior):
     raise TypeError(f"prior must be callable as prior(key, shape, dtype); "
                     f"got {prior!r:.80}.")
-  local_shape, dtype = _check_draw(key, local_shape, dtype, "local_shape")
+  shape, dtype = _check_draw(key, local_shape, dtype, "local_shape")
   _checks.axis_name("axis_name", axis_name)
   if axis_name is None:
-    return prior(key, local_shape, dtype)
+    return prior(key, shape, dtype)
   devices = jax.lax.psum(1, axis_name)
-  rows = local_shape[0]
-  samples = prior(key, (rows * devices,) + local_shape[1:], dtype)
+  rows = shape[0]
+  samples = prior(key, (rows * devices,) + shape[1:], dtype)
   return jax.lax.dynamic_slice_in_dim(
       samples, jax.lax.axis_index(axis_name) * rows, rows)
 
 
-def _check_draw(key, shape, dtype, shape_name: str):
+def _check_draw(key, shape, dtype, shape_name: str
+                ) -> tuple[tuple[int, ...], jnp.dtype]:
   _checks.prng_key("key", key)
   shape = _checks.shape_tuple(shape_name, shape)
   return shape, _checks.floating_dtype("dtype", dtype)

@@ -135,6 +135,12 @@ def _fail(prop: str, message: str) -> AssertionError:
   return AssertionError(f"{prop}: {message}")
 
 
+def _x64_enabled() -> bool:
+  """Whether JAX computes in 64 bits (`jax_enable_x64`, also when set by the
+  `jax.enable_x64` context manager)."""
+  return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
 def _np_dtype(dtype) -> np.dtype:
   try:
     dtype = np.dtype(dtype)
@@ -143,7 +149,7 @@ def _np_dtype(dtype) -> np.dtype:
                     ) from error
   if not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f"dtype must be a floating dtype; got {dtype}.")
-  if dtype == np.float64 and not jax.config.jax_enable_x64:
+  if dtype == np.float64 and not _x64_enabled():
     raise ValueError(
         "dtype=float64 needs 64-bit JAX: set jax.config.update("
         "'jax_enable_x64', True) or use the jax.enable_x64 context manager.")
@@ -208,7 +214,7 @@ def _check_h(h) -> int:
 
 def _positive_float(name: str, value) -> float:
   if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-      math.isfinite(value) and value > 0):
+      math.isfinite(value) and float(value) > 0):
     raise ValueError(f"{name} must be a positive finite number; got "
                      f"{value!r}.")
   return float(value)
@@ -218,7 +224,7 @@ def _tolerance(name: str, value) -> Optional[float]:
   if value is None:
     return None
   if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-      math.isfinite(value) and value >= 0):
+      math.isfinite(value) and float(value) >= 0):
     raise ValueError(f"{name} must be None or a finite number >= 0; got "
                      f"{value!r}.")
   return float(value)
@@ -320,8 +326,8 @@ def _compilations():
   not counted)."""
   thread, events = threading.get_ident(), []
 
-  def listener(event: str, duration: float, **kwargs) -> None:
-    del duration, kwargs
+  def listener(event: str, duration_secs: float, **kwargs: str | int) -> None:
+    del duration_secs, kwargs
     if event.startswith("/jax/core/compile/") and (
         threading.get_ident() == thread):
       events.append(event.rsplit("/", 1)[-1].removesuffix("_duration"))
@@ -506,7 +512,8 @@ class _KernelCase:
     k0 = k[:, :1]
     with np.errstate(invalid="ignore"):
       moved = np.abs(k[:, 1:] - k0) >= 0.5 * np.abs(k0)
-    firsts = [_PROBE_RADII[np.argmax(m)] for m, c in zip(moved, k0[:, 0])
+    firsts = [_PROBE_RADII[np.argmax(m)]
+              for m, c in zip(moved, k0[:, 0], strict=True)
               if np.isfinite(c) and c != 0 and m.any()]
     return self.unit * (float(np.median(firsts)) if firsts else 1.0)
 
@@ -618,7 +625,7 @@ class _KernelCase:
     points = jnp.asarray(np.stack(list(self.pd_sets.values())).astype(
         self.dtype))
     grams = self.compiled.values(points[:, :, None, :], points[:, None, :, :])
-    for name, gram in zip(self.pd_sets, grams):
+    for name, gram in zip(self.pd_sets, grams, strict=True):
       yield name, _PD_POINTS, gram
 
   @functools.cached_property
@@ -1064,7 +1071,10 @@ class _MmdCase:
         jax.value_and_grad(blocked, argnums=(0, 1)))
     self.n, self.dtype, self.rtol, self._atol = n, dtype, rtol, atol
     rng = np.random.default_rng(words)
-    cast = lambda a: jnp.asarray((a * spread).astype(dtype))
+
+    def cast(a):
+      return jnp.asarray((a * spread).astype(dtype))
+
     self.x = cast(rng.standard_normal((n, h)))
     self.y = cast(rng.standard_normal((n, h)))
     shifted = rng.standard_normal((n, h))
@@ -1091,7 +1101,7 @@ class _MmdCase:
     try:
       values = self.vmapped(xs, ys)
     except Exception:  # pylint: disable=broad-except
-      values = [self.estimator(a, b) for a, b in zip(xs, ys)]
+      values = [self.estimator(a, b) for a, b in zip(xs, ys, strict=True)]
     return _f64(np.stack([np.asarray(v) for v in values]))
 
   @property
@@ -1159,7 +1169,7 @@ def _check_mmd_blocked(case: _MmdCase) -> None:
   _assert_close("blocked_agreement", "blocked(x, y) vs estimator(x, y)",
                 value, case.value, rtol=case.rtol, atol=case.atol)
   dense = case.grad
-  for name, d, b in zip("xy", dense, blocked):
+  for name, d, b in zip("xy", dense, blocked, strict=True):
     top = float(np.max(np.abs(_f64(d)))) if d.size else 0.0
     _assert_close("blocked_agreement", f"d blocked / d{name} vs "
                   f"d estimator / d{name}", b, d, rtol=case.rtol,
@@ -1415,10 +1425,10 @@ def float_dtypes(*, half: bool = True):
     >>> test()
   """
   _, st, _ = _hypothesis()
-  dtypes = [np.dtype(np.float32)]
+  dtypes: list[np.dtype] = [np.dtype(np.float32)]
   if half:
     dtypes += [np.dtype(np.float16), np.dtype(jnp.bfloat16)]
-  if jax.config.jax_enable_x64:
+  if _x64_enabled():
     dtypes.append(np.dtype(np.float64))
   return st.sampled_from(dtypes)
 

@@ -26,6 +26,7 @@ rounding, on any number of devices.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
@@ -36,12 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from couae_jax import _checks
+from couae_jax import _checks, losses, models
 from couae_jax import config as config_lib
-from couae_jax import losses
-from couae_jax import models
 from couae_jax import priors as priors_lib
 
 DATA_AXIS = "data"
@@ -268,10 +268,10 @@ def make_regularizer(config: config_lib.TrainConfig) -> Regularizer:
     return mean + jnp.exp(0.5 * log_var) * noise
 
   if config.model == "vae":
-    def regularize(encoding, key, axis_name):
+    def regularize_vae(encoding, key, axis_name):
       codes = sample_codes(encoding, key, axis_name)
       return codes, global_mean(losses.gaussian_kl(*encoding), axis_name)
-    return regularize
+    return regularize_vae
 
   def mmd_to_prior(codes, key, axis_name):
     if config.model == "couae":
@@ -517,8 +517,10 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array, *,
   params = optax.apply_updates(state.params, updates)
   metrics = metrics | {"xi": xi, "grad_norm": optax.tree.norm(grads),
                        "param_norm": optax.tree.norm(params)}
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=batch_stats, opt_state=opt_state)
+  # What `state.replace` does; mypy does not see the method flax adds.
+  new_state = dataclasses.replace(
+      state, step=state.step + 1, params=params, batch_stats=batch_stats,
+      opt_state=opt_state)
   return new_state, metrics
 
 
