@@ -444,12 +444,10 @@ class Checkpointer:
     skipped, and reported by `restore`). Nothing to compare with passes.
     """
     config_lib.check_type(config)
-    if step is None:
-      step, meta = self._newest_readable_meta()
-      if step is None or meta is None:  # both None, or neither
-        return
-    else:
-      meta = self.read_meta(step)
+    compared = self._meta_to_compare(step)
+    if compared is None:
+      return
+    step, meta = compared
     saved = _saved_config(meta["config"], step).to_dict()
     current = config.to_dict()
     differing = sorted(
@@ -463,6 +461,17 @@ class Checkpointer:
           f"the workdir holds checkpoints of another config ({details}); use "
           f"a new --workdir, or the saved values to resume.")
 
+  def _meta_to_compare(self, step: Optional[int]
+                       ) -> Optional[tuple[int, dict[str, Any]]]:
+    """`(step, meta)` of `step`, or of the newest checkpoint whose metadata
+    can be read when `step` is None; None when there is none."""
+    if step is not None:
+      return step, self.read_meta(step)
+    newest, meta = self._newest_readable_meta()
+    if newest is None or meta is None:  # both None, or neither
+      return None
+    return newest, meta
+
   def check_data(self, digest: Mapping[str, Any],
                  step: Optional[int] = None) -> None:
     """Raises DataMismatchError if the run's data are not the checkpoint's.
@@ -474,12 +483,10 @@ class Checkpointer:
         passes; a checkpoint saved without a digest (by an older couae-jax)
         passes with a `CheckpointWarning`.
     """
-    if step is None:
-      step, meta = self._newest_readable_meta()
-      if step is None or meta is None:  # both None, or neither
-        return
-    else:
-      meta = self.read_meta(step)
+    compared = self._meta_to_compare(step)
+    if compared is None:
+      return
+    step, meta = compared
     saved = meta.get("data_digest")
     if saved is None:
       warnings.warn(
