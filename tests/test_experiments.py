@@ -166,5 +166,5 @@ def test_bench_regularizers_smoke(tmp_path):
   rows = json.loads(out.read_text())["rows"]
   assert {(r["regularizer"], r["block_size"]) for r in rows} == {
       (name, block) for name in ("sliced_coulomb", "coulomb", "wae")
-      for block in (None, 128)} | {("mc_slices", None)}
+      for block in bench_regularizers.BLOCK_SIZES} | {("mc_slices", None)}
   assert all(r["median_ms"] > 0 for r in rows)
