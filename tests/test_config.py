@@ -220,13 +220,9 @@ def test_a_checkpoint_written_before_the_new_fields_resumes(tmp_path):
   assert checkpointing.restore(str(tmp_path)).config == config
 
 
-def test_a_checkpoint_from_before_the_sliced_kernel_keeps_the_papers(
-    tmp_path):
-  """A CouAE checkpoint at h > 3 without `coulomb_kernel` was trained with
-  the paper's kernel: it restores with it and refuses to resume under the
-  new default, which would change its objective mid-run."""
-  config = config_lib.TrainConfig(hidden=(8,), latent_dim=5,
-                                  coulomb_kernel="coulomb")
+
+def _checkpoint_without_kernel_field(tmp_path, config):
+  """A checkpoint of `config` as written before `coulomb_kernel` existed."""
   state = train_lib.init_state(train_lib.build_model(config, (2,)),
                                train_lib.make_optimizer(config),
                                np.zeros((1, 2), np.float32), seed=0)
@@ -234,6 +230,16 @@ def test_a_checkpoint_from_before_the_sliced_kernel_keeps_the_papers(
   del saver._meta["config"]["coulomb_kernel"]
   saver.save(1, state, {"epoch": 0, "position": 1}, {"loss": 1.0})
   saver.wait_until_finished()
+  return saver
+
+def test_a_checkpoint_from_before_the_sliced_kernel_keeps_the_papers(
+    tmp_path):
+  """A CouAE checkpoint at h > 3 without `coulomb_kernel` was trained with
+  the paper's kernel: it restores with it and refuses to resume under the
+  new default, which would change its objective mid-run."""
+  config = config_lib.TrainConfig(hidden=(8,), latent_dim=5,
+                                  coulomb_kernel="coulomb")
+  saver = _checkpoint_without_kernel_field(tmp_path, config)
   saver.check_config(config)
   with pytest.raises(checkpointing.ConfigMismatchError,
                      match="coulomb_kernel: saved 'coulomb', now "
@@ -250,13 +256,7 @@ def test_a_checkpoint_the_new_kernel_does_not_change_resumes(tmp_path,
   """At h = 3 the two kernels are one, and WAE uses neither: such an old
   checkpoint resumes under the new default."""
   config = config_lib.TrainConfig(hidden=(8,), **changes)
-  state = train_lib.init_state(train_lib.build_model(config, (2,)),
-                               train_lib.make_optimizer(config),
-                               np.zeros((1, 2), np.float32), seed=0)
-  saver = checkpointing.Checkpointer(str(tmp_path), config, (2,))
-  del saver._meta["config"]["coulomb_kernel"]
-  saver.save(1, state, {"epoch": 0, "position": 1}, {"loss": 1.0})
-  saver.wait_until_finished()
+  saver = _checkpoint_without_kernel_field(tmp_path, config)
   saver.check_config(config)
   saver.close()
   assert checkpointing.restore(str(tmp_path)).config == config
