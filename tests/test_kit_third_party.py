@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from couae_jax import kernels, testing
+from couae_jax.testing import _shared
 
 HS = (2, 8, 64)
 
@@ -281,7 +282,7 @@ def test_float32_rounding_of_a_large_argument_is_not_a_violation(
   assert _verdict(kernel, 64, jnp.float32, claims) is None
   # Without the rounding allowance the same pairs fail, under a wrong name
   # (the invariance checks, which the jit case would fail first, skipped).
-  monkeypatch.setattr(testing, "_ROUNDING_FACTOR", 0.0)
+  monkeypatch.setattr(_shared, "ROUNDING_FACTOR", 0.0)
   order = testing.KERNEL_PROPERTIES
   skip = [p for p in ("translation_invariance", "rotation_invariance")
           if order.index(p) < order.index(prop)]
