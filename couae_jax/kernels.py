@@ -39,6 +39,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from couae_jax import _checks
 
@@ -275,7 +276,6 @@ def _coulomb_of_sq(p: int, sq_dist, eps, inv_scale_sq):
   return 1.0 / (q + eps)
 
 
-@_coulomb_of_sq.defjvp
 def _coulomb_of_sq_jvp(p, primals, tangents):
   sq_dist, eps, inv_scale_sq = primals
   d_sq, d_eps, d_inv = tangents
@@ -291,12 +291,28 @@ def _coulomb_of_sq_jvp(p, primals, tangents):
   # times 2(x - y), stays bounded, and 0 is the symmetric choice.
   # (Tested as `== 0`, not `> 0`, so that a NaN distance keeps a NaN slope.)
   log_slope = -0.5 * p * qk * k
-  coincident = sq_dist == 0
-  d_k_d_sq = jnp.where(coincident, 0.0,
-                       log_slope / jnp.where(coincident, 1.0, sq_dist))
-  d_k_d_inv = log_slope / inv_scale_sq
-  tangent = d_k_d_sq * d_sq - k * k * d_eps + d_k_d_inv * d_inv
+  tangent = jnp.zeros_like(k)
+  if not isinstance(d_sq, SymbolicZero):
+    if p == 1:
+      # The same slope, -k^2 inv_scale_sq / (2 q), from q and k alone: the
+      # MMD's blocked path can then compute q with the distances, in the
+      # matrix multiply's own loop, instead of keeping the distances as well.
+      coincident = q == 0
+      d_k_d_sq = jnp.where(coincident, 0.0, -0.5 * inv_scale_sq * k * k
+                           / jnp.where(coincident, 1.0, q))
+    else:
+      coincident = sq_dist == 0
+      d_k_d_sq = jnp.where(coincident, 0.0,
+                           log_slope / jnp.where(coincident, 1.0, sq_dist))
+    tangent = tangent + d_k_d_sq * d_sq
+  if not isinstance(d_eps, SymbolicZero):
+    tangent = tangent - k * k * d_eps
+  if not isinstance(d_inv, SymbolicZero):
+    tangent = tangent + log_slope / inv_scale_sq * d_inv
   return k, tangent
+
+
+_coulomb_of_sq.defjvp(_coulomb_of_sq_jvp, symbolic_zeros=True)
 
 
 def _coulomb_profile(sq_dist, *, h: int, eps, scale) -> jax.Array:

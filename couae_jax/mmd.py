@@ -130,8 +130,10 @@ def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   sq_b = jnp.sum(b * b, axis=-1)[None, :]
   cross = jnp.dot(a, b.T, precision=jax.lax.Precision.HIGHEST)
   t = sq_a + sq_b - 2.0 * cross
-  floor = _ROUNDING_ULPS * jnp.finfo(t.dtype).eps * (sq_a + sq_b)
-  return jnp.where(t <= floor, 0.0, t)
+  ulps = _ROUNDING_ULPS * jnp.finfo(t.dtype).eps
+  # Not `ulps * (sq_a + sq_b)`: a shared `sq_a + sq_b` would be a second
+  # tile-sized array in memory, where this is fused into `t`'s computation.
+  return jnp.where(t <= ulps * sq_a + ulps * sq_b, 0.0, t)
 
 
 def _coordinate_differences(a: jax.Array, b: jax.Array) -> list[jax.Array]:
@@ -201,33 +203,32 @@ def _row_sums(gram, weights: _PairWeights, rows: _Rows,
   return total
 
 
-def _tile_sums(radial, gram, weights: _PairWeights, rows: _Rows, points,
-               from_x: bool, weight, tile, offset, with_grads: bool):
-  """Row sums (and row gradients) of a row block against one column tile.
+def _tile_sums(radial, rows: _Rows, points, from_x: bool, tile, offset,
+               with_grads: bool):
+  """Unweighted row sums (and row gradients) of a row block against one
+  column tile, diagonal pairs included (`_block_sums` weights the rows and
+  takes the diagonal out).
 
   With `with_grads`: `c` and `k` symmetric give d/dz_a sum_{a', b} c_a'b
   k(z_a', z_b) = 2 sum_b c_ab k'(t_ab) 2 (z_a - z_b), with t the squared
   distance and k' the profile's slope: a function of row a alone, two matrix
-  multiplies a tile. Only `t` (or the matrix product it is made from) and the
-  weighted slopes are tile-sized arrays that must be materialised.
+  multiplies a tile. The row weight `c_a.` is constant over a sample's
+  columns, so it multiplies the tile's sums, not its entries: only `t` and
+  the slopes are tile-sized arrays that must be materialised.
   """
   diagonal = _diagonal(rows, from_x, offset, tile.shape[0])
-  if not with_grads:
-    k = gram(points, tile, diagonal)
-    if not weights.include_diagonal:
-      k = jnp.where(diagonal, 0.0, k)
-    return weight * jnp.sum(k, axis=1), None
   t = jnp.where(diagonal, 0.0, _sq_distances(points, tile))
+  if not with_grads:
+    return jnp.sum(radial.profile(t), axis=1), None
   k, slope = jax.jvp(radial.profile, (t,), (jnp.ones_like(t),))
-  if not weights.include_diagonal:
-    k = jnp.where(diagonal, 0.0, k)
-  slope = weight[:, None] * jnp.where(diagonal, 0.0, slope)
-  return (weight * jnp.sum(k, axis=1),
-          4.0 * _weighted_differences(slope, points, tile))
+  # A point's slope against itself is masked: for kernels whose slope at 0
+  # is not 0, `a sum_b s_ab - sum_b s_ab b` would not cancel it exactly.
+  slope = jnp.where(diagonal, 0.0, slope)
+  return jnp.sum(k, axis=1), _weighted_differences(slope, points, tile)
 
 
-def _block_sums(radial, gram, weights: _PairWeights, rows: _Rows,
-                cols: _Columns, column_tile: Optional[int], with_grads: bool):
+def _block_sums(radial, weights: _PairWeights, rows: _Rows, cols: _Columns,
+                column_tile: Optional[int], with_grads: bool):
   """`[r]` row sums and (with `with_grads`) `[r, h]` row gradients of one row
   block against every column, the columns of each sample taken `column_tile`
   at a time (`lax.scan`, so that the tile-sized temporaries stay in cache)."""
@@ -235,8 +236,7 @@ def _block_sums(radial, gram, weights: _PairWeights, rows: _Rows,
   total = jnp.zeros(r, rows.in_x.dtype)
   grads = jnp.zeros((r, h), rows.in_x.dtype) if with_grads else None
   for from_x, points, col_points, weight in _column_sets(rows, cols):
-    tiles_of = functools.partial(_tile_sums, radial, gram, weights, rows,
-                                 points, from_x, weight,
+    tiles_of = functools.partial(_tile_sums, radial, rows, points, from_x,
                                  with_grads=with_grads)
     size = col_points.shape[0]
     # `full` whole tiles of `tile` columns, then the rest (all of them
@@ -261,9 +261,13 @@ def _block_sums(radial, gram, weights: _PairWeights, rows: _Rows,
       start = full * tile
       parts.append(tiles_of(col_points[start:], start))
     for s, g in parts:
-      total = total + s
+      total = total + weight * s
       if grads is not None and g is not None:  # both, or neither: with_grads
-        grads = grads + g
+        grads = grads + (4.0 * weight)[:, None] * g
+  if not weights.include_diagonal:
+    # Every row met itself once, at t = 0, among its own sample's columns.
+    own_weight = jnp.where(rows.from_x, rows.weight_x, rows.weight_y)
+    total = total - own_weight * radial.profile(jnp.zeros((), total.dtype))
   return total, grads
 
 
@@ -523,8 +527,8 @@ def _radial_blocked(radial, gram, weights, block_size, column_tile,
     rows, cols = rows_and_columns(x, y, centers)
     blocks = _in_blocks(rows, block_size)
     sums, grads = jax.lax.map(
-        lambda block: _block_sums(radial, gram, weights, block, cols,
-                                  column_tile, with_grads),
+        lambda block: _block_sums(radial, weights, block, cols, column_tile,
+                                  with_grads),
         blocks)
     if with_grads:
       grads = _unblock(grads, rows.in_x.shape[0])
