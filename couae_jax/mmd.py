@@ -213,8 +213,12 @@ def _tile_sums(radial, rows: _Rows, points, from_x: bool, tile, offset,
   k(z_a', z_b) = 2 sum_b c_ab k'(t_ab) 2 (z_a - z_b), with t the squared
   distance and k' the profile's slope: a function of row a alone, two matrix
   multiplies a tile. The row weight `c_a.` is constant over a sample's
-  columns, so it multiplies the tile's sums, not its entries: only `t` and
-  the slopes are tile-sized arrays that must be materialised.
+  columns, so it multiplies the tile's sums, not its entries, and the
+  diagonal's kernel values are taken out of the sums once, by `_block_sums`:
+  XLA then keeps four tile-sized arrays in memory (the matrix product, and
+  for the Coulomb kernels q, k and the slopes), where masking k and weighting
+  the entries made six; memory traffic on them, not the arithmetic, is what
+  the blocked path spends most of its time on (BUILD_NOTES, section 1).
   """
   diagonal = _diagonal(rows, from_x, offset, tile.shape[0])
   t = jnp.where(diagonal, 0.0, _sq_distances(points, tile))
@@ -505,7 +509,7 @@ def _estimate(x, y, kernel: Kernel, *, weights_fn, block_size, axis_name,
             _row_sums(gram, weights, block, cols))),
         _in_blocks(rows, block_size))
     return _global_sum(jnp.sum(block_sums), axis_name)
-  return _radial_blocked(radial, gram, weights, block_size,
+  return _radial_blocked(radial, weights, block_size,
                          _column_tile(block_size, backend), axis_name,
                          rows_and_columns, x, y, centers)
 
@@ -519,8 +523,8 @@ def _as_array(name, value):
   return value
 
 
-def _radial_blocked(radial, gram, weights, block_size, column_tile,
-                    axis_name, rows_and_columns, x, y, centers):
+def _radial_blocked(radial, weights, block_size, column_tile, axis_name,
+                    rows_and_columns, x, y, centers):
   """Streams row blocks; reverse mode reuses gradients from the same sweep."""
 
   def sweep(x, y, centers, with_grads: bool):
