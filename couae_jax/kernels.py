@@ -318,7 +318,14 @@ _coulomb_of_sq.defjvp(_coulomb_of_sq_jvp, symbolic_zeros=True)
 def _coulomb_profile(sq_dist, *, h: int, eps, scale) -> jax.Array:
   dtype = sq_dist.dtype
   return _coulomb_of_sq(h - 2, sq_dist, jnp.asarray(eps, dtype),
-                        jnp.asarray(scale, dtype) ** -2)
+                        _inverse_square(scale, dtype))
+
+
+def _inverse_square(scale, dtype) -> jax.Array:
+  """`scale ** -2` in `dtype`, at most the dtype's largest finite value: a
+  scale so small that it overflows then still gives coincident points
+  `0 * scale**-2 = 0` (kernel 1/eps) rather than NaN."""
+  return jnp.minimum(jnp.asarray(scale, dtype) ** -2, jnp.finfo(dtype).max)
 
 
 @_register(RadialForm(
@@ -394,7 +401,7 @@ def _sliced_coulomb_profile(sq_dist, *, h: int, eps, scale) -> jax.Array:
   del h
   dtype = sq_dist.dtype
   return _coulomb_of_sq(1, sq_dist, jnp.asarray(eps, dtype),
-                        jnp.asarray(scale, dtype) ** -2)
+                        _inverse_square(scale, dtype))
 
 
 @_register(RadialForm(
