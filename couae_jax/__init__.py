@@ -11,13 +11,14 @@ __version__ = "0.1.0"
 
 from couae_jax import bounds, kernels, losses, mmd, priors
 
-_LAZY_MODULES = ("checkpointing", "config", "data", "evaluation", "fid",
-                 "loop", "models", "plotting", "testing", "train")
+_LAZY_MODULES = ("checkpointing", "config", "data", "ensemble", "evaluation",
+                 "fid", "inference", "loop", "models", "objective",
+                 "plotting", "scaling", "testing", "train", "workdir")
 
 
 def __getattr__(name):
   if name == "restore":
-    from couae_jax.checkpointing import restore
+    from couae_jax.inference import restore
     return restore
   if name in _LAZY_MODULES:
     return importlib.import_module(f"couae_jax.{name}")

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a training run, verified on restore; restoring a model.
+"""Orbax checkpoints of a training run, verified on restore.
 
 A checkpoint holds two items:
 
@@ -12,19 +12,13 @@ A checkpoint holds two items:
   configuration or on other data, and a corrupt checkpoint is detected.
 
 Orbax writes each checkpoint into a temporary directory and renames it when
-complete, so a save killed midway leaves nothing that `latest_step` or
-`restore` would take for a checkpoint. The manager keeps the latest
-`keep_checkpoints` checkpoints plus the best by `best_metric`.
-
-Restoring verifies: metadata that cannot be read or do not match their
-checksum, arrays that cannot be read (truncated or garbled files, an empty
-step directory) or that differ from their checksums raise
-`CheckpointCorruptError` naming the step and why. `restore(workdir)` and a
-resumed `loop.fit` then fall back to the newest good checkpoint with a
-`CheckpointWarning` naming the bad step (`fit` moves it aside, to
-`workdir/corrupt_checkpoints/`, so that it is never resumed from nor saved
-over). A checkpoint written before checksums were saved restores with a
-`CheckpointWarning` that its integrity cannot be verified.
+complete, so a save killed midway leaves no checkpoint. Restoring verifies:
+unreadable metadata or arrays, or ones that differ from their checksums,
+raise `CheckpointCorruptError` naming the step and why; `inference.restore`
+and a resumed `loop.fit` fall back to the newest good checkpoint with a
+`CheckpointWarning` (`fit` moves the bad one to `workdir/corrupt_checkpoints/`,
+`Checkpointer.quarantine`). A checkpoint written before checksums were saved
+restores with a `CheckpointWarning` that it cannot be verified.
 """
 
 from __future__ import annotations
@@ -37,18 +31,22 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from couae_jax import _checks, models
+from couae_jax import _checks
 from couae_jax import config as config_lib
-from couae_jax import data as data_lib
-from couae_jax import train as train_lib
+
+if TYPE_CHECKING:
+  from couae_jax.scaling import DataScaling
+  from couae_jax.train import TrainState
+
+#: The two items of every checkpoint.
+ITEMS = ("state", "meta")
 
 CHECKPOINT_DIR = "checkpoints"
 #: Where `Checkpointer.quarantine` moves corrupt checkpoints, in the workdir.
@@ -56,8 +54,6 @@ CORRUPT_DIR = "corrupt_checkpoints"
 #: The version of the integrity record saved in `meta` (absent: written
 #: before checkpoints were verified).
 INTEGRITY_FORMAT = 1
-#: Examples per chunk when `DataScaling.of` reads a data set.
-_STATS_CHUNK = 4096
 
 #: Fields a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = frozenset({
@@ -72,38 +68,15 @@ class ConfigMismatchError(ValueError):
   Raised by `Checkpointer.check_config` (and so by `loop.fit` before anything
   is compiled) when a field outside `RESUMABLE_CHANGES` differs from the
   latest checkpoint's. A `ValueError`, so `except ValueError` catches it.
-
-  Example:
-    >>> import tempfile, numpy as np
-    >>> from couae_jax import checkpointing, config as config_lib, train
-    >>> config = config_lib.TrainConfig(hidden=(8,))
-    >>> state = train.init_state(train.build_model(config, (2,)),
-    ...                          train.make_optimizer(config),
-    ...                          np.zeros((1, 2), np.float32), seed=0)
-    >>> with tempfile.TemporaryDirectory() as workdir:
-    ...   saver = checkpointing.Checkpointer(workdir, config, (2,))
-    ...   saver.save(1, state, {"epoch": 0, "position": 1}, {"loss": 1.0})
-    ...   saver.wait_until_finished()
-    ...   saver.check_config(config.replace(steps=10))  # resumable: passes
-    ...   try:
-    ...     saver.check_config(config.replace(lam=1.0))
-    ...   except checkpointing.ConfigMismatchError as e:
-    ...     print(e)
-    ...   finally:
-    ...     saver.close()
-    the workdir holds checkpoints of another config (lam: saved 10.0, now 1.0); ...
   """
 
 
 class CheckpointCorruptError(ValueError):
   """A checkpoint cannot be read, or what it holds is not what was saved.
 
-  Raised by `Checkpointer.restore`, `Checkpointer.read_meta` and `restore`
-  (with an explicit `step`; without one, `restore` falls back to the newest
-  good checkpoint) when a checkpoint's metadata cannot be read or do not
-  match their checksum, its arrays cannot be read (a truncated or garbled
-  file, an empty step directory), or a restored array differs from the
-  SHA-256 saved with it. A `ValueError`.
+  Raised when a checkpoint's metadata cannot be read or do not match their
+  checksum, its arrays cannot be read (a truncated or garbled file, an empty
+  step directory), or a restored array differs from its saved SHA-256.
 
   Attributes:
     step: the checkpoint's step (None when the error is about several).
@@ -132,14 +105,9 @@ class CheckpointWarning(UserWarning):
 
 
 def data_digest(data: np.ndarray) -> dict[str, Any]:
-  """The digest of a training set, as saved with checkpoints.
-
-  Args:
-    data: the examples `[N, *data_shape]` as loaded (`loop.load_dataset`).
-
-  Returns:
-    `{'sha256': hex str, 'shape': list of ints, 'dtype': str}`: the SHA-256
-    of the array's dtype, shape and bytes (about 1 s per GB).
+  """The digest saved with checkpoints of the training set `data` as loaded:
+  `{'sha256', 'shape', 'dtype'}`, the SHA-256 of its dtype, shape and bytes
+  (about 1 s per GB).
 
   Example:
     >>> import numpy as np
@@ -199,7 +167,7 @@ def _meta_sha256(meta: Mapping[str, Any]) -> str:
                                    separators=(",", ":")).encode()).hexdigest()
 
 
-def _short(error: BaseException) -> str:
+def short_error(error: BaseException) -> str:
   """`Type: first line of the message`, at most 300 characters."""
   lines = str(error).strip().splitlines()
   text = lines[0] if lines else ""
@@ -230,7 +198,7 @@ def _read_verified_meta(manager: ocp.CheckpointManager, step: int
     meta = read_meta(manager, step)
   except Exception as error:  # orbax, JSON, TensorStore, OS errors alike.
     raise CheckpointCorruptError(
-        step, f"its metadata (meta/) cannot be read ({_short(error)})"
+        step, f"its metadata (meta/) cannot be read ({short_error(error)})"
     ) from error
   if not isinstance(meta, Mapping) or not isinstance(meta.get("config"),
                                                      Mapping):
@@ -284,7 +252,7 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, target,
         state=ocp.args.StandardRestore(target)))["state"]
   except Exception as error:  # TensorStore, orbax, JSON, OS errors alike.
     raise CheckpointCorruptError(
-        step, f"its arrays (state/) cannot be read ({_short(error)})"
+        step, f"its arrays (state/) cannot be read ({short_error(error)})"
     ) from error
   if integrity is None:
     _unverified_warning(step, str(manager.directory))
@@ -308,7 +276,95 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
-class Checkpointer:
+class CheckpointReader:
+  """Reads and verifies the checkpoints of a workdir; never writes.
+
+  Also a context manager (`close` on exit). `inference.restore` reads
+  through it; `Checkpointer` adds saving.
+
+  Raises:
+    TypeError: `workdir` not a str or path.
+    FileNotFoundError: no `workdir/checkpoints` directory.
+  """
+
+  def __init__(self, workdir: str):
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+      raise FileNotFoundError(f"no checkpoints under {directory!r}.")
+    self.workdir = os.path.dirname(directory)
+    self.manager = ocp.CheckpointManager(directory, item_names=ITEMS)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
+
+  def latest_step(self) -> Optional[int]:
+    """The latest saved step, or None when there is none (not verified:
+    `restore` verifies)."""
+    return self.manager.latest_step()
+
+  def steps(self) -> list[int]:
+    """Every saved step, in increasing order."""
+    return sorted(self.manager.all_steps())
+
+  def read_meta(self, step: int) -> dict[str, Any]:
+    """The metadata saved at `step`: `{'config', 'data_shape', ...}`.
+
+    Raises:
+      FileNotFoundError: no checkpoint of `step`.
+      CheckpointCorruptError: they cannot be read, or do not match their
+        checksum.
+    """
+    _checks.non_negative_int("step", step)
+    if step not in self.manager.all_steps():
+      raise FileNotFoundError(
+          f"no checkpoint of step {step}; steps: {self.steps()}.")
+    return _read_verified_meta(self.manager, step)
+
+  def newest_readable_meta(self) -> tuple[Optional[int], Optional[dict]]:
+    """The newest step whose metadata read and verify, with them; corrupt
+    ones are skipped (`restore` reports them)."""
+    for step in reversed(self.steps()):
+      try:
+        return step, _read_verified_meta(self.manager, step)
+      except CheckpointCorruptError:
+        continue
+    return None, None
+
+  def restore(self, step: int, abstract_state: TrainState
+              ) -> tuple[TrainState, dict[str, int]]:
+    """`(state, {'epoch', 'position'})` saved at `step`, verified.
+
+    Checked against their checksums, shaped like `abstract_state` (a
+    `TrainState` of arrays or `jax.ShapeDtypeStruct`s: shapes, dtypes,
+    shardings).
+
+    Raises FileNotFoundError (no such step), CheckpointCorruptError
+    (unreadable, or differing from the checksums), ValueError (another state
+    structure: another model or version). A checkpoint saved without
+    checksums restores with a `CheckpointWarning`.
+    """
+    _checks.non_negative_int("step", step)
+    meta = self.read_meta(step)
+    target = {"train": abstract_state,
+              "data": _data_tree({"epoch": 0, "position": 0})}
+    tree = _restore_verified(self.manager, step, target, meta)
+    try:
+      position = {name: int(value) for name, value in tree["data"].items()}
+      _check_position(position)
+    except (TypeError, ValueError, KeyError) as error:
+      raise CheckpointCorruptError(
+          step, f"its data position is not one ({short_error(error)})") from error
+    return tree["train"], position
+
+  def close(self) -> None:
+    """Waits for pending saves and releases the manager."""
+    self.manager.close()
+
+
+class Checkpointer(CheckpointReader):
   """A `CheckpointManager` for one run's workdir, with verified checkpoints.
 
   Saves are asynchronous: call `wait_until_finished` before reading them and
@@ -318,24 +374,12 @@ class Checkpointer:
   checks them and raises `CheckpointCorruptError` on any difference.
 
   Args:
-    workdir: the run's directory (str or path); checkpoints go to
-      `workdir/checkpoints`, created if missing.
-    config: the run's `TrainConfig` (decides retention: the latest
-      `keep_checkpoints` plus the best by `best_metric`).
-    data_shape: the shape of one example, a tuple of positive ints, saved
-      with every checkpoint.
-    scaling: the `DataScaling` the model was trained under, or None
-      (default), saved with every checkpoint so the restored model works in
-      the data's units.
-    data: the `data_digest` of the training data, or None (default), saved
-      with every checkpoint so that `check_data` can refuse other data.
-
-  Raises:
-    TypeError: `workdir` not a path, `config` not a `TrainConfig`, `scaling`
-      not a `DataScaling`, `data` not a `data_digest`; in the methods,
-      arguments of the wrong type.
-    ValueError: a bad `data_shape`; in the methods, a negative step, or
-      metrics without `config.best_metric`.
+    workdir: the run's directory; checkpoints go to `workdir/checkpoints`.
+    config: the run's `TrainConfig` (retention: the latest `keep_checkpoints`
+      plus the best by `best_metric`).
+    data_shape: the shape of one example, saved with every checkpoint, as
+      are `scaling` (the `scaling.DataScaling` of the training data, or
+      None) and `data` (its `data_digest`, or None: `check_data`).
 
   Example:
     >>> import tempfile, jax, numpy as np
@@ -352,26 +396,23 @@ class Checkpointer:
     ...   saver.wait_until_finished()
     ...   restored, position = saver.restore(2, jax.eval_shape(lambda: state))
     ...   print(saver.steps(), saver.latest_step(), int(restored.step), position)
+    ...   saver.check_config(config.replace(steps=10))  # resumable: passes
+    ...   try:
+    ...     saver.check_config(config.replace(lam=1.0))
+    ...   except checkpointing.ConfigMismatchError as e:
+    ...     print(e)
     ...   saver.close()
     [2, 3] 3 2 {'epoch': 0, 'position': 2}
+    the workdir holds checkpoints of another config (lam: saved 10.0, now 1.0); ...
   """
 
   def __init__(self, workdir: str, config: config_lib.TrainConfig,
                data_shape: Sequence[int],
                scaling: Optional[DataScaling] = None,
                data: Optional[Mapping[str, Any]] = None):
-    config_lib.check_type(config)
     data_shape = _checks.shape_tuple("data_shape", data_shape)
-    if scaling is not None:
-      _checks.instance("scaling", scaling, DataScaling,
-                       "None or a DataScaling")
-    if data is not None and (not isinstance(data, Mapping)
-                             or set(data) != {"sha256", "shape", "dtype"}):
-      raise TypeError(f"data must be None or a data_digest(...) "
-                      f"{{'sha256', 'shape', 'dtype'}}; got {data!r:.80}.")
     directory = checkpoint_dir(workdir)
     self.workdir = os.path.dirname(directory)
-    self._best_metric = config.best_metric
     self._meta = {"config": config.to_dict(),
                   "data_shape": [int(d) for d in data_shape]}
     if scaling is not None:
@@ -390,65 +431,26 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policy, enable_async_checkpointing=True,
             create=True),
-        item_names=("state", "meta"))
-
-  def latest_step(self) -> Optional[int]:
-    """The latest saved step, or None when there is none (not verified:
-    `restore` verifies)."""
-    return self.manager.latest_step()
-
-  def steps(self) -> list[int]:
-    """Every saved step, in increasing order."""
-    return sorted(self.manager.all_steps())
+        item_names=ITEMS)
 
   def delete(self, step: int) -> None:
-    """Deletes the checkpoint of `step` (an int >= 0)."""
-    _checks.non_negative_int("step", step)
+    """Deletes the checkpoint of `step`."""
     self.manager.delete(step)
-
-  def read_meta(self, step: int) -> dict[str, Any]:
-    """The metadata saved at `step`: `{'config', 'data_shape', ...}`.
-
-    Raises:
-      FileNotFoundError: no checkpoint of `step`.
-      CheckpointCorruptError: they cannot be read, or do not match their
-        checksum.
-    """
-    _checks.non_negative_int("step", step)
-    if step not in self.manager.all_steps():
-      raise FileNotFoundError(
-          f"no checkpoint of step {step}; steps: {self.steps()}.")
-    return _read_verified_meta(self.manager, step)
-
-  def _newest_readable_meta(self) -> tuple[Optional[int], Optional[dict]]:
-    """The newest step whose metadata read and verify, with them; corrupt
-    ones are skipped (`restore` reports them)."""
-    for step in reversed(self.steps()):
-      try:
-        return step, _read_verified_meta(self.manager, step)
-      except CheckpointCorruptError:
-        continue
-    return None, None
 
   def check_config(self, config: config_lib.TrainConfig,
                    step: Optional[int] = None) -> None:
     """Raises ConfigMismatchError if a checkpoint's config differs.
 
-    Fields in `RESUMABLE_CHANGES` may differ. A field the checkpoint does
-    not hold (one added to `TrainConfig` after it was written) counts as
-    saved with the value it was trained with (`_saved_config`), the value
-    `restore` gives it; a field this version does not know (a checkpoint of
-    another version) is a mismatch. `config` must be a `TrainConfig`
-    (TypeError). `step`: the checkpoint to compare with, an int >= 0; None
-    (default) takes the newest whose metadata can be read (corrupt ones are
-    skipped, and reported by `restore`). Nothing to compare with passes.
+    Fields in `RESUMABLE_CHANGES` may differ; the saved config is read as
+    `saved_config` reads it (what it was trained with). `step`: the
+    checkpoint to compare with; None, the newest whose metadata can be read.
+    Nothing to compare with passes.
     """
-    config_lib.check_type(config)
     compared = self._meta_to_compare(step)
     if compared is None:
       return
     step, meta = compared
-    saved = _saved_config(meta["config"], step).to_dict()
+    saved = saved_config(meta["config"], step).to_dict()
     current = config.to_dict()
     differing = sorted(
         name for name in set(saved) | set(current)
@@ -467,7 +469,7 @@ class Checkpointer:
     can be read when `step` is None; None when there is none."""
     if step is not None:
       return step, self.read_meta(step)
-    newest, meta = self._newest_readable_meta()
+    newest, meta = self.newest_readable_meta()
     if newest is None or meta is None:  # both None, or neither
       return None
     return newest, meta
@@ -476,12 +478,9 @@ class Checkpointer:
                  step: Optional[int] = None) -> None:
     """Raises DataMismatchError if the run's data are not the checkpoint's.
 
-    Args:
-      digest: `data_digest` of the data the run loaded now.
-      step: the checkpoint to compare with (an int >= 0), or None (default):
-        the newest whose metadata can be read. Nothing to compare with
-        passes; a checkpoint saved without a digest (by an older couae-jax)
-        passes with a `CheckpointWarning`.
+    `digest` is the `data_digest` of the data loaded now, `step` as in
+    `check_config`. A checkpoint saved without a digest (by an older
+    couae-jax) passes with a `CheckpointWarning`.
     """
     compared = self._meta_to_compare(step)
     if compared is None:
@@ -511,34 +510,16 @@ class Checkpointer:
         "since. Put the original data back to resume, or train in a new "
         "--workdir.")
 
-  def save(self, step: int, state: train_lib.TrainState,
+  def save(self, step: int, state: TrainState,
            data_position: dict[str, int], metrics: dict[str, float]) -> None:
-    """Saves asynchronously; returns once the arrays are copied to the host.
+    """Saves the state, data position and metrics of `step`, asynchronously.
 
-    The SHA-256 of every array (and of the metadata) is saved with them.
-
-    Args:
-      step: the step, an int >= 0, not saved yet (orbax's
-        `StepAlreadyExistsError` otherwise: a checkpoint is never written
-        over).
-      state: the `TrainState`.
-      data_position: the data iterator's `{'epoch': int, 'position': int}`.
-      metrics: `{name: number}`, holding the config's `best_metric`.
+    `state` is a `TrainState`, `data_position` the iterator's `{'epoch',
+    'position'}`, `metrics` `{name: number}` with the config's `best_metric`;
+    `step` is not saved yet (a checkpoint is never written over). The SHA-256
+    of every array and of the metadata are saved with them. Returns once the
+    arrays are copied to the host.
     """
-    _checks.non_negative_int("step", step)
-    _checks.instance("state", state, train_lib.TrainState, "a TrainState")
-    _check_position(data_position)
-    if not isinstance(metrics, Mapping):
-      raise TypeError(f"metrics must be a mapping {{name: number}}; got "
-                      f"{type(metrics).__name__}.")
-    if self._best_metric not in metrics:
-      raise ValueError(
-          f"metrics must hold the config's best_metric "
-          f"{self._best_metric!r}; got {sorted(metrics)}.")
-    for name, value in metrics.items():
-      if isinstance(value, (str, bytes)) or np.size(value) != 1:
-        raise TypeError(f"metrics[{name!r}] must be a number; got "
-                        f"{value!r:.80}.")
     tree = {"train": state, "data": _data_tree(data_position)}
     meta = dict(self._meta, integrity={
         "format": INTEGRITY_FORMAT, "algorithm": "sha256",
@@ -551,45 +532,6 @@ class Checkpointer:
         metrics={name: float(value) for name, value in metrics.items()},
         force=True)
 
-  def restore(self, step: int, abstract_state: train_lib.TrainState
-              ) -> tuple[train_lib.TrainState, dict[str, int]]:
-    """The state and data position saved at `step`, shaped like the target,
-    verified against the checksums saved with them.
-
-    Args:
-      step: a saved step, an int >= 0.
-      abstract_state: a `TrainState` of arrays or `jax.ShapeDtypeStruct`s
-        (e.g. `jax.eval_shape` of `init_state`), whose shapes, dtypes and
-        shardings the restored state takes.
-
-    Returns:
-      `(state, {'epoch': int, 'position': int})`.
-
-    Raises:
-      FileNotFoundError: no checkpoint of `step`.
-      CheckpointCorruptError: its metadata or arrays cannot be read, or
-        differ from their checksums.
-      ValueError: the checkpoint holds another state structure than
-        `abstract_state` (another model or version).
-
-    A checkpoint saved without checksums (by an older couae-jax) restores
-    with a `CheckpointWarning`.
-    """
-    _checks.non_negative_int("step", step)
-    _checks.instance("abstract_state", abstract_state, train_lib.TrainState,
-                     "a TrainState (e.g. jax.eval_shape of init_state)")
-    meta = self.read_meta(step)
-    target = {"train": abstract_state,
-              "data": _data_tree({"epoch": 0, "position": 0})}
-    tree = _restore_verified(self.manager, step, target, meta)
-    try:
-      position = {name: int(value) for name, value in tree["data"].items()}
-      _check_position(position)
-    except (TypeError, ValueError, KeyError) as error:
-      raise CheckpointCorruptError(
-          step, f"its data position is not one ({_short(error)})") from error
-    return tree["train"], position
-
   def quarantine(self, step: int, reason: str) -> str:
     """Moves the checkpoint of `step` out of the way, to
     `workdir/corrupt_checkpoints/<step>` (`.1`, `.2`, ... when taken), with
@@ -600,7 +542,6 @@ class Checkpointer:
     new save of its step, and is kept for inspection. Process 0 moves it;
     every process waits for it and rereads the steps.
     """
-    _checks.non_negative_int("step", step)
     source = os.path.join(str(self.manager.directory), str(step))
     root = os.path.join(self.workdir, CORRUPT_DIR)
     target = os.path.join(root, str(step))
@@ -623,11 +564,6 @@ class Checkpointer:
     """Blocks until every pending save is written."""
     self.manager.wait_until_finished()
 
-  def close(self) -> None:
-    """Waits for pending saves and releases the manager."""
-    self.manager.close()
-
-
 def _check_position(position) -> None:
   if not isinstance(position, Mapping) or set(position) != {
       "epoch", "position"} or any(
@@ -642,7 +578,7 @@ def _data_tree(position: dict[str, int]) -> dict[str, np.ndarray]:
   return {name: np.asarray(value, np.int64) for name, value in position.items()}
 
 
-def _saved_config(values: dict[str, Any],
+def saved_config(values: dict[str, Any],
                   step: Optional[int] = None) -> config_lib.TrainConfig:
   """The config a checkpoint's metadata `values` was trained with.
 
@@ -672,7 +608,9 @@ def _saved_config(values: dict[str, Any],
   if ("coulomb_kernel" not in values and config.model == "couae"
       and config.latent_dim > 3):
     config = config.replace(coulomb_kernel="coulomb")
-  return config
+  # Fields its model does not read (`config.unread_fields`), refused since,
+  # were ignored: it was trained with their defaults.
+  return config_lib.without_unread_fields(config)
 
 
 def _normalise(value: Any) -> Any:
@@ -686,377 +624,6 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
   return restored["meta"]
 
 
-@dataclasses.dataclass(frozen=True)
-class DataScaling:
-  """The standardisation `(x - mean) / scale` of training data.
-
-  The data are taken as the networks see them (`data.as_float`: uint8 pixels
-  in [0, 1]).
-
-  Made by `DataScaling.of(data)`; `apply` maps data units to the standardised
-  units the networks work in, `invert` maps back. Saved in checkpoints as
-  `to_dict`.
-
-  Attributes:
-    mean: `[*data_shape]`, the per-feature mean of the training data.
-    scale: the standard deviation of all its features together (one number,
-      so the data's geometry is kept: distances shrink uniformly), finite and
-      > 0.
-
-  Raises:
-    TypeError: `mean` not numeric.
-    ValueError: `scale` not finite and > 0; in `apply` and `invert`, an `x`
-      not of shape `[B, *mean.shape]`.
-
-  Example:
-    >>> import numpy as np
-    >>> from couae_jax import checkpointing
-    >>> data = np.array([[0.0, 2.0], [2.0, 6.0], [4.0, 4.0]], np.float32)
-    >>> scaling = checkpointing.DataScaling.of(data)
-    >>> z = scaling.apply(data)
-    >>> z.shape, np.allclose(z.mean(0), 0), np.allclose(scaling.invert(z), data)
-    ((3, 2), True, True)
-  """
-  mean: np.ndarray
-  scale: float
-
-  def __post_init__(self):
-    dtype = getattr(self.mean, "dtype", None)
-    if dtype is None or not np.issubdtype(dtype, np.number):
-      raise TypeError(f"mean must be a numeric array [*data_shape]; got "
-                      f"{self.mean!r:.80}.")
-    _checks.positive_number("scale", self.scale)
-
-  def _check_x(self, x):
-    shape = getattr(x, "shape", None)
-    if shape is None:
-      x = np.asarray(x)
-      shape = x.shape
-    if tuple(shape[1:]) != tuple(self.mean.shape):
-      dims = ", ".join(str(d) for d in self.mean.shape)
-      raise ValueError(
-          f"x must have shape [B, {dims}] (a batch of examples); got shape "
-          f"{tuple(shape)}.")
-    return x
-
-  @classmethod
-  def of(cls, data: np.ndarray) -> "DataScaling":
-    """The standardisation of `data: [N, *data_shape]`.
-
-    Example:
-      >>> s = DataScaling.of(np.array([[0.0, 2.0], [2.0, 6.0]], np.float32))
-      >>> s.mean.tolist(), s.scale
-      ([1.0, 4.0], 1.5811388300841898)
-    """
-    data = np.asarray(data)
-    if data.ndim < 2 or len(data) < 2:
-      raise ValueError(
-          f"data must be [N, *data_shape] with N >= 2; got shape "
-          f"{data.shape}.")
-    # Two passes over chunks, in float64: large image sets (uint8, read
-    # through `data.as_float`) never get a full-size float copy.
-    chunks = range(0, len(data), _STATS_CHUNK)
-    mean = sum(data_lib.as_float(data[i:i + _STATS_CHUNK]).sum(
-        axis=0, dtype=np.float64) for i in chunks) / len(data)
-    square = sum(np.sum((data_lib.as_float(data[i:i + _STATS_CHUNK]) - mean)
-                        ** 2) for i in chunks)
-    scale = float(np.sqrt(square / data.size))
-    if not scale > 0:
-      raise ValueError("data are constant: there is no scale to divide by.")
-    return cls(mean=mean.astype(np.float32), scale=scale)
-
-  def apply(self, x):
-    """Data units to the standardised units the networks work in.
-
-    `x: [B, *data_shape]` to `[B, *data_shape]`.
-    """
-    x = self._check_x(x)
-    return (x - self.mean) / np.float32(self.scale)
-
-  def invert(self, x):
-    """Standardised units back to data units.
-
-    `x: [B, *data_shape]` to `[B, *data_shape]`.
-    """
-    x = self._check_x(x)
-    return x * np.float32(self.scale) + self.mean
-
-  def to_dict(self) -> dict[str, Any]:
-    """`{'mean': nested list, 'scale': float}`, for JSON."""
-    return {"mean": self.mean.tolist(), "scale": self.scale}
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> "DataScaling":
-    """The inverse of `to_dict`."""
-    if not isinstance(values, Mapping) or set(values) != {"mean", "scale"}:
-      raise ValueError(
-          f"values must be a mapping with keys 'mean' and 'scale' "
-          f"(DataScaling.to_dict); got {values!r:.80}.")
-    return cls(mean=np.asarray(values["mean"], np.float32),
-               scale=float(values["scale"]))
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-  """A restored model: its parameters, configuration and inference functions.
-
-  Attributes:
-    model: the `Autoencoder` module.
-    params: the parameter pytree.
-    batch_stats: BatchNorm running statistics (empty for MLPs).
-    config: the `TrainConfig` it was trained with.
-    step: the step of the checkpoint.
-    data_shape: the shape of one example.
-    scaling: the standardisation of the training data (`config.standardize`),
-      or None (default). `encode`, `decode`, `reconstruct` and `sample` take
-      and give data in its own units either way.
-
-  Made by `restore` and `loop.fit`; the methods run the jitted halves in
-  inference mode (BatchNorm on its running averages).
-
-  Raises:
-    TypeError: at construction, `model` not an `Autoencoder`, `config` not a
-      `TrainConfig` or `scaling` not a `DataScaling`; in the methods, `x` or
-      `z` not floating, or `key` not one PRNG key.
-    ValueError: at construction, a negative `step` or bad `data_shape`; in the
-      methods, `x` not `[B, *data_shape]`, `z` not `[B, latent_dim]`, or
-      `n` not a positive int.
-
-  Example:
-    >>> import jax, numpy as np
-    >>> from couae_jax import checkpointing, config as config_lib, train
-    >>> config = config_lib.TrainConfig(hidden=(8,))
-    >>> model = train.build_model(config, (2,))
-    >>> state = train.init_state(model, train.make_optimizer(config),
-    ...                          np.zeros((1, 2), np.float32), seed=0)
-    >>> trained = checkpointing.TrainedModel(
-    ...     model=model, params=state.params, batch_stats=state.batch_stats,
-    ...     config=config, step=0, data_shape=(2,))
-    >>> x = np.zeros((5, 2), np.float32)
-    >>> trained.encode(x).shape, trained.reconstruct(x).shape
-    ((5, 3), (5, 2))
-    >>> key = jax.random.key(0)
-    >>> trained.sample_prior(key, 4).shape, trained.sample(key, 4).shape
-    ((4, 3), (4, 2))
-    >>> trained.decode(np.zeros((5, 2), np.float32))
-    Traceback (most recent call last):
-      ...
-    ValueError: z must have shape [B, 3] (codes of latent_dim 3); got shape (5, 2).
-  """
-  model: models.Autoencoder
-  params: Any
-  batch_stats: Any
-  config: config_lib.TrainConfig
-  step: int
-  data_shape: tuple[int, ...]
-  scaling: Optional[DataScaling] = None
-
-  def __post_init__(self):
-    _checks.instance("model", self.model, models.Autoencoder,
-                     "a models.Autoencoder")
-    config_lib.check_type(self.config)
-    _checks.non_negative_int("step", self.step)
-    _checks.shape_tuple("data_shape", self.data_shape)
-    if not isinstance(self.data_shape, tuple):
-      raise ValueError(f"data_shape must be a tuple; got {self.data_shape!r}.")
-    if self.scaling is not None:
-      _checks.instance("scaling", self.scaling, DataScaling,
-                       "None or a DataScaling")
-
-  @property
-  def variables(self) -> dict[str, Any]:
-    """`{'params': ..., 'batch_stats': ...}`, as `models.encode` takes."""
-    return {"params": self.params, "batch_stats": self.batch_stats}
-
-  def _check_x(self, x):
-    x = _checks.floating_array("x", x, min_rank=0)
-    if tuple(x.shape[1:]) != self.data_shape or x.ndim < 1:
-      dims = ", ".join(str(d) for d in self.data_shape)
-      raise ValueError(
-          f"x must have shape [B, {dims}] (a batch of the model's examples); "
-          f"got shape {tuple(x.shape)}.")
-    return x
-
-  def encode(self, x: jax.Array, key: Optional[jax.Array] = None
-             ) -> jax.Array:
-    """Codes `[B, h]` of `x: [B, *data_shape]`.
-
-    A Gaussian encoder (VAE, or `config.stochastic_encoder`) gives its mean,
-    or with `key` a sample of q(z|x), what its regulariser saw in training;
-    a deterministic encoder ignores `key`.
-
-    Raises TypeError for a non-floating `x` or a bad key, ValueError for a
-    wrong shape.
-    """
-    x = self._check_x(x)
-    if key is not None:
-      _checks.prng_key("key", key)
-    if self.scaling is not None:
-      x = self.scaling.apply(x)
-    encoding = models.encode(self.model, self.variables, x)
-    if not isinstance(encoding, tuple):
-      return encoding
-    return encoding[0] if key is None else models.reparameterize(key,
-                                                                 *encoding)
-
-  def decode(self, z: jax.Array) -> jax.Array:
-    """Decodes codes `z: [B, h]` to `[B, *data_shape]`.
-
-    Raises TypeError for a non-floating `z`, ValueError for a wrong shape.
-    """
-    z = _checks.floating_array("z", z, min_rank=0)
-    h = self.config.latent_dim
-    if z.ndim != 2 or z.shape[1] != h:
-      raise ValueError(
-          f"z must have shape [B, {h}] (codes of latent_dim {h}); got shape "
-          f"{tuple(z.shape)}.")
-    x = models.decode(self.model, self.variables, z)
-    return x if self.scaling is None else self.scaling.invert(x)
-
-  def reconstruct(self, x: jax.Array) -> jax.Array:
-    """`decode(encode(x))`: `[B, *data_shape]` to `[B, *data_shape]`."""
-    return self.decode(self.encode(x))
-
-  def sample_prior(self, key: jax.Array, n: int) -> jax.Array:
-    """`[n, h]` samples of the prior the model was trained with:
-    `train.make_prior(config)`, `config.prior` scaled by `config.prior_scale`.
-
-    `key` must be one PRNG key (TypeError), `n` an int >= 1 (ValueError).
-    """
-    _checks.prng_key("key", key)
-    _checks.positive_int("n", n)
-    prior = train_lib.make_prior(self.config)
-    return prior(key, (n, self.config.latent_dim))
-
-  def sample(self, key: jax.Array, n: int) -> jax.Array:
-    """`[n, *data_shape]` generated examples: the decoder applied to prior
-    samples (`sample_prior(key, n)`).
-
-    `key` must be one PRNG key (TypeError), `n` an int >= 1 (ValueError).
-    """
-    return self.decode(self.sample_prior(key, n))
-
-
-def restore(workdir: str, step: Optional[int] = None) -> TrainedModel:
-  """Restores the model trained in `workdir` (its latest checkpoint by default).
-
-  Args:
-    workdir: the `--workdir` of a training run (str or path).
-    step: a checkpointed step, an int >= 0; None (default) takes the latest.
-
-  Returns:
-    A `TrainedModel` on the default device.
-
-  Every checkpoint is verified against the checksums saved with it. Without
-  `step`, a corrupt latest checkpoint is skipped with a `CheckpointWarning`
-  naming it and why, and the newest good one is restored (nothing is moved:
-  restoring only reads).
-
-  Raises:
-    TypeError: `workdir` not a str or path.
-    ValueError: `step` neither None nor an int >= 0.
-    FileNotFoundError: no checkpoint in the workdir, or not at `step`.
-    CheckpointCorruptError: the checkpoint of `step` is corrupt, or (without
-      `step`) every checkpoint is.
-    ConfigMismatchError: the checkpoint's config has fields this version
-      does not know (written by another version).
-
-  Example:
-    >>> import tempfile, jax, numpy as np
-    >>> from couae_jax import checkpointing, config as config_lib, train
-    >>> config = config_lib.TrainConfig(hidden=(8,))
-    >>> state = train.init_state(train.build_model(config, (2,)),
-    ...                          train.make_optimizer(config),
-    ...                          np.zeros((1, 2), np.float32), seed=0)
-    >>> with tempfile.TemporaryDirectory() as workdir:  # as loop.fit saves
-    ...   saver = checkpointing.Checkpointer(workdir, config, (2,))
-    ...   for step in (1, 2):
-    ...     saver.save(step, state.replace(step=np.int32(step)),
-    ...                {"epoch": 0, "position": step}, {"loss": 1.0})
-    ...   saver.close()
-    ...   latest = checkpointing.restore(workdir)
-    ...   first = checkpointing.restore(workdir, step=1)
-    >>> latest.step, first.step, latest.config == config
-    (2, 1, True)
-    >>> latest.sample(jax.random.key(0), 3).shape
-    (3, 2)
-    >>> checkpointing.restore("/nonexistent", step=-1)
-    Traceback (most recent call last):
-      ...
-    ValueError: step must be None or an integer >= 0; got -1.
-  """
-  if step is not None:
-    if (isinstance(step, bool) or not isinstance(step, numbers.Integral)
-        or step < 0):
-      raise ValueError(
-          f"step must be None or an integer >= 0; got {step!r}.")
-    step = int(step)
-  directory = checkpoint_dir(workdir)
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoints under {directory!r}.")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "meta"))
-  try:
-    steps = sorted(manager.all_steps())
-    if step is not None and step not in steps:
-      raise FileNotFoundError(
-          f"no checkpoint of step {step} under {directory!r}; steps: "
-          f"{steps}.")
-    if step is None and not steps:
-      raise FileNotFoundError(f"no checkpoints under {directory!r}.")
-    bad = []
-    for candidate in ([step] if step is not None else reversed(steps)):
-      try:
-        trained = _restore_model(manager, candidate)
-      except CheckpointCorruptError as error:
-        if step is not None:
-          raise
-        bad.append(error)
-        continue
-      for skipped in bad:
-        warnings.warn(
-            f"skipped the checkpoint of step {skipped.step} in {directory}: "
-            f"it is corrupt ({skipped.reason}); restored step {candidate}, the "
-            "newest good one.", CheckpointWarning, stacklevel=2)
-      return trained
-    raise CheckpointCorruptError(
-        None, "every checkpoint is corrupt",
-        f"no checkpoint under {directory!r} can be restored: "
-        + "; ".join(f"step {e.step}: {e.reason}" for e in bad)
-        + ". Retrain in a new --workdir.")
-  finally:
-    manager.close()
-
-
-def _restore_model(manager: ocp.CheckpointManager, step: int) -> TrainedModel:
-  """The verified `TrainedModel` of `step` (CheckpointCorruptError)."""
-  meta = _read_verified_meta(manager, step)
-  config = _saved_config(meta["config"], step)
-  # The builders below trust a validated config, as they do in `loop.fit`.
-  config_lib.validate(config)
-  try:
-    scaling = (DataScaling.from_dict(meta["data_scaling"])
-               if "data_scaling" in meta else None)
-    data_shape = _checks.shape_tuple("data_shape", meta["data_shape"])
-  except (KeyError, TypeError, ValueError) as error:
-    raise CheckpointCorruptError(
-        step, f"its metadata (meta/) are garbled ({_short(error)})") from error
-  model = train_lib.build_model(config, data_shape)
-  optimizer = train_lib.make_optimizer(config)
-  abstract = jax.eval_shape(
-      lambda: train_lib.init_state(model, optimizer,
-                                   jnp.zeros((1,) + data_shape), config.seed))
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                        sharding=sharding), abstract)
-  target = {"train": abstract,
-            "data": _data_tree({"epoch": 0, "position": 0})}
-  state = _restore_verified(manager, step, target, meta)["train"]
-  return TrainedModel(model=model, params=state.params,
-                      batch_stats=state.batch_stats, config=config, step=step,
-                      data_shape=tuple(data_shape), scaling=scaling)
-
-
-__all__ = ["CheckpointCorruptError", "CheckpointWarning", "Checkpointer",
-           "ConfigMismatchError", "DataMismatchError", "DataScaling",
-           "TrainedModel", "data_digest", "restore"]
+__all__ = ["CheckpointCorruptError", "CheckpointReader", "CheckpointWarning",
+           "Checkpointer", "ConfigMismatchError", "DataMismatchError",
+           "data_digest", "saved_config"]

@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from couae_jax import _checks, kernels, losses, models
+from couae_jax import objective as objective_lib
 from couae_jax import priors as priors_lib
 
 MODELS = ("couae", "wae", "vae")
@@ -64,35 +65,22 @@ class TrainConfig:
     warmup_steps: linear warm-up steps.
     prior: `normal` (N(0, I)) or `uniform` (on [-1, 1]^h), before
       `prior_scale`.
-    prior_scale: the factor (> 0) multiplying the prior's samples: `normal`
-      becomes N(0, prior_scale² I), `uniform` the cube
-      [-prior_scale, prior_scale]^h. The MMD kernels' default scales follow
-      it (`priors.coordinate_std`), and a trained model generates from the
-      same scaled prior. The VAE's KL is to N(0, I) by definition: `vae`
-      requires 1.
+    prior_scale: the factor (> 0) multiplying the prior's samples; the MMD
+      kernels' default scales follow it. `vae` requires 1 (its KL is to
+      N(0, I)).
     eps: the Coulomb kernel's regulariser.
     coulomb_kernel: CouAE's kernel for h >= 3: `sliced_coulomb` (positive
-      definite at every h; the paper's kernel at h = 3) or `coulomb`, the
-      paper's `1/(u^(h-2) + eps)`, not positive definite for h > 4 (see
-      `losses.coulomb_regularizer`).
+      definite at every h) or `coulomb`, the paper's `1/(u^(h-2) + eps)`.
     kernel_scale: the Coulomb kernel's unit length; 0 takes the prior's
-      `sigma * sqrt(2 h)` (sigma the scaled prior's coordinate standard
-      deviation). Set, it must lie within the range where float32 evaluates
-      the kernel (`kernel_scale_range`): far below it the regulariser
-      underflows to 0, far above it the kernel is a constant to float32.
+      `sigma * sqrt(2 h)`; set, within `kernel_scale_range` (float32).
     num_prior_samples: prior samples per step (global); 0 takes batch_size.
-    block_size: rows per block of the streamed MMD; 0 evaluates it densely
-      (autodiff through whole Gram matrices: several times slower on CPU, see
-      BUILD_NOTES.md).
+    block_size: rows per block of the streamed MMD; 0 evaluates it densely.
     steps_per_call: steps run inside one jitted call (a `lax.scan`); calls
-      also end at every log, checkpoint and evaluation step. Raising it
-      amortises per-step dispatch, which dominates small models (Grid).
-    ensemble: how `loop.fit_seeds` advances its seeds: "vmap" runs every
-      seed's `steps_per_call` steps in one call (a `lax.scan` of the step
-      vmapped over the seeds), "loop" one call per seed and step; "auto"
-      (default) takes "loop" for conv networks, which XLA:CPU runs several
-      times slower inside a scan or a vmap, and "vmap" otherwise. Both give
-      the same run up to float32 rounding.
+      also end at every log, checkpoint and evaluation step.
+    ensemble: how `loop.fit_seeds` advances its seeds (`ensemble.runner`):
+      "vmap" (one call of every seed's steps), "loop" (one call per seed and
+      step), "auto" (loop for conv networks, which XLA:CPU runs slower
+      vmapped). Both give the same run up to float32 rounding.
     checkpoint_every: save every this many steps (and at the end).
     keep_checkpoints: how many of the latest checkpoints to keep (the best one
       by `best_metric` is kept besides).
@@ -101,36 +89,24 @@ class TrainConfig:
     log_every: steps between progress and JSONL log lines.
     eval_every: steps between evaluations (figures); 0 evaluates at the end.
     grid_train_size: training points of the Grid data set.
-    stochastic_encoder: for `couae` and `wae`, a Gaussian encoder (WAE's
-      "random encoder"): the codes whose MMD to the prior is penalised are
-      reparameterised samples of N(mean, diag(exp(log_var))). The VAE's
-      encoder is always Gaussian. It lets codes of data of lower dimension
-      than h fill the latent space (see BUILD_NOTES.md, Grid).
-    standardize: train on `(x - mean) / scale` (per-feature mean, one overall
-      standard deviation) instead of the raw data; the trained model maps
-      back, so it takes and gives data in their own units. The reconstruction
-      error, and so the balance with `lam`, is then in standardised units.
-    distributed: call `jax.distributed.initialize()` (multi-host runs); it
-      can also be asked for with the environment variable
-      `COUAE_DISTRIBUTED=1`.
+    stochastic_encoder: for `couae` and `wae`, a Gaussian encoder: the MMD is
+      of reparameterised samples of N(mean, diag(exp(log_var))) (the VAE's
+      encoder always is Gaussian).
+    standardize: train on `scaling.DataScaling.of(data)`-standardised data;
+      the trained model takes and gives data in their own units.
+    distributed: call `jax.distributed.initialize()` (multi-host runs; also
+      `COUAE_DISTRIBUTED=1`).
 
-  Fields a model does not read are ignored, not rejected, so that one set of
-  overrides can drive all three models (`experiments.grid`): `eps`,
-  `coulomb_kernel` and `kernel_scale` (the Coulomb kernel) for `wae` and
-  `vae`; `block_size` and `num_prior_samples` (the MMD) for `vae`;
-  `stochastic_encoder` for `vae` (its encoder is always Gaussian); `hidden`
-  for conv networks; `conv_kernel_size` for MLPs; `grid_train_size` for data
-  other than the Grid. Settings that would train one thing and report or
-  sample another are rejected by `validate`: a `vae` with a prior other
-  than N(0, I), and a `data_path` for data that are generated (`grid`,
-  `digits`). Conv networks for data that are not images are refused when
-  the model is built for the data (`train.build_model`).
+  Settings that would train one thing and report or sample another are
+  rejected by `validate`: a `vae` with a prior other than N(0, I); a field of
+  `MODEL_FIELDS` changed from its default for a model that does not read it
+  (the Coulomb kernel's for `wae` and `vae`, the MMD's for `vae`); a
+  `data_path` for generated data. `hidden` (conv), `conv_kernel_size` (MLP),
+  `grid_train_size` and `stochastic_encoder` (`vae`) serve every model at
+  their defaults and are not refused.
 
-  Every field has the default shown in its declaration (the paper's Grid run:
-  `data='grid'`, `model='couae'`, `latent_dim=3`, `hidden=(128, 128)`,
-  `steps=2000`, `batch_size=500`, `lam=10.0`, Adam with `learning_rate=1e-3`,
-  `b1=0.5`, `b2=0.9`). Construction does not check values; `validate` does,
-  and `from_dict` converts and rejects unknown names.
+  Defaults are the paper's Grid run. Construction does not check values;
+  `validate` does, and `from_dict` converts and rejects unknown names.
 
   Example:
     >>> from couae_jax import config as config_lib
@@ -240,24 +216,11 @@ def _coerce(name: str, hint, value):
 
 
 def parse_overrides(config: TrainConfig, args: Sequence[str]) -> TrainConfig:
-  """Applies `--config.FIELD=VALUE` arguments to `config`.
-
-  Values are strings converted to the field's type (`hidden=64,32` gives
-  `(64, 32)`; booleans take true/false/1/0); later arguments win.
-
-  Args:
-    config: the configuration to start from, a `TrainConfig`.
-    args: the command-line arguments, a sequence of str (not one str).
-
-  Returns:
-    A new `TrainConfig`; `config` is unchanged. Values are converted, not
-    validated: call `validate` on the result.
-
-  Raises:
-    TypeError: `config` not a `TrainConfig`, or `args` a string or holding a
-      non-string.
-    ValueError: an argument not of that form, an unknown field (the message
-      lists the fields), or a value not of the field's type.
+  """Applies `--config.FIELD=VALUE` arguments (a sequence of str) to
+  `config`, later ones winning; values are converted to the field's type
+  (`hidden=64,32` gives `(64, 32)`, booleans take true/false/1/0), not
+  validated. Raises TypeError for non-strings, ValueError for another form,
+  an unknown field (listing the fields) or a value not of its type.
 
   Example:
     >>> from couae_jax import config as config_lib
@@ -299,41 +262,28 @@ def parse_overrides(config: TrainConfig, args: Sequence[str]) -> TrainConfig:
 
 def validate(config: TrainConfig, *, devices: int = 1,
              processes: int = 1) -> None:
-  """Rejects a bad configuration before any compilation.
+  """Rejects a bad configuration before any compilation: the one check.
 
-  The one check of a configuration: `loop.fit` runs it before anything is
-  built, and the functions that take a config (`train.make_optimizer`,
-  `make_regularizer`, `make_prior`, `build_model`, `loop.load_dataset`)
-  assume it has passed. Checks each field's type (ints for counts, finite
-  numbers for the real hyperparameters, str for the choices, a tuple of ints
-  for `hidden`, tuples of finite numbers for `lr_boundaries` and
-  `lr_factors`) and range, that the fields agree with each other (the
-  piecewise schedule's fields and `schedule`; a `vae` with the N(0, I) prior
-  its KL is to; a `data_path` only for data read from files), that a set
-  `kernel_scale` is one float32 can evaluate the kernel at
-  (`kernel_scale_range`), that the networks' parameters, gradients and
-  Adam's moments fit in this machine's memory, and that the global batch and
-  prior samples split evenly over `devices` and `processes`. The data set's
-  size is checked against `batch_size` where it is loaded
+  `loop.fit` runs it before anything is built, `inference.restore` before a
+  model is rebuilt; everything that takes a config (`objective.make_objective`,
+  `train.make_optimizer`, `train.build_model`, `loop.load_dataset`) trusts it.
+  It checks each field's type and range; that the fields agree (the piecewise
+  schedule's fields and `schedule`; a `vae` with the N(0, I) prior its KL is
+  to; no field the model does not read changed from its default,
+  `unread_fields`; a `data_path` only for data read from files); that a set
+  `kernel_scale` is one float32 evaluates the kernel at
+  (`kernel_scale_range`); that the networks' training state fits in memory;
+  and that the global batch and prior samples split over `devices` and
+  `processes`. The data set's size is checked where it is loaded
   (`validate_data_size`).
-
-  Args:
-    config: the configuration, a `TrainConfig`.
-    devices: devices the global batch is split over (default 1).
-    processes: processes (hosts) feeding the global batch (default 1).
-
-  Returns:
-    None; the config is fine when nothing is raised.
 
   Raises:
     TypeError: `config` not a `TrainConfig`.
-    ValueError: `devices` or `processes` not a positive int, or a bad field:
-      the message starts `bad config:` and names the field and what to
-      change.
+    ValueError: a bad field: the message starts `bad config:` and names the
+      field and what to change.
 
   Example:
     >>> from couae_jax import config as config_lib
-    >>> config_lib.validate(config_lib.TrainConfig(batch_size=64), devices=4)
     >>> config_lib.validate(config_lib.TrainConfig(batch_size=10), devices=4)
     Traceback (most recent call last):
       ...
@@ -353,19 +303,11 @@ def validate(config: TrainConfig, *, devices: int = 1,
       raise ValueError(f"bad config: {message}")
 
   _check_field_types(config, require)
-  require(config.model in MODELS,
-          f"model={config.model!r}; choose one of {MODELS}.")
-  require(config.data in DATASETS,
-          f"data={config.data!r}; choose one of {DATASETS}.")
-  require(config.architecture in ARCHITECTURES,
-          f"architecture={config.architecture!r}; choose one of "
-          f"{ARCHITECTURES}.")
-  require(config.prior in PRIORS,
-          f"prior={config.prior!r}; choose one of {PRIORS}.")
-  require(config.schedule in SCHEDULES,
-          f"schedule={config.schedule!r}; choose one of {SCHEDULES}.")
-  require(config.ensemble in ENSEMBLES,
-          f"ensemble={config.ensemble!r}; choose one of {ENSEMBLES}.")
+  for name, choices in (("model", MODELS), ("data", DATASETS),
+                        ("architecture", ARCHITECTURES), ("prior", PRIORS),
+                        ("schedule", SCHEDULES), ("ensemble", ENSEMBLES)):
+    value = getattr(config, name)
+    require(value in choices, f"{name}={value!r}; choose one of {choices}.")
   require(config.lam >= 0, f"lam={config.lam} must be >= 0.")
   require(config.latent_dim >= 1,
           f"latent_dim={config.latent_dim} must be >= 1.")
@@ -407,13 +349,21 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.prior_scale > 0,
           f"prior_scale={config.prior_scale} must be > 0.")
   # The VAE's KL is to N(0, I) whatever the prior fields say, and a trained
-  # model generates from `make_prior(config)`: they must be that prior.
+  # model generates from the objective's prior: they must be that prior.
   require(config.model != "vae" or config.prior == "normal",
           f"prior={config.prior!r}: the VAE's KL is to N(0, I), the prior it "
           "generates from; set --config.prior=normal for model='vae'.")
   require(config.model != "vae" or config.prior_scale == 1,
           f"prior_scale={config.prior_scale}: the VAE's KL is to N(0, I); "
           "set --config.prior_scale=1 for model='vae'.")
+  unread = unread_fields(config)
+  require(not unread, "; ".join(
+      f"{name}={getattr(config, name)!r} (read by "
+      f"{'/'.join(MODEL_FIELDS[name])} only)" for name in unread)
+      + f": model={config.model!r} would ignore "
+      f"{'it' if len(unread) == 1 else 'them'}; leave "
+      f"{'it' if len(unread) == 1 else 'them'} at the default or change "
+      "--config.model.")
   require(config.conv_kernel_size >= 1,
           f"conv_kernel_size={config.conv_kernel_size} must be >= 1.")
   require(config.eps > 0, f"eps={config.eps} must be > 0.")
@@ -463,23 +413,9 @@ def validate(config: TrainConfig, *, devices: int = 1,
 
 def validate_data_size(config: TrainConfig, num_examples: int, *,
                        devices: int = 1, processes: int = 1) -> None:
-  """Rejects a `batch_size` larger than the data set.
-
-  Every step takes `batch_size` examples (and, with `num_prior_samples=0`,
-  as many prior samples): a larger batch than the data would have to be cut,
-  changing the run the config describes, so it is an error whose message
-  gives the largest batch that fits and splits over the devices.
-
-  Args:
-    config: a `TrainConfig` that passed `validate`.
-    num_examples: the training examples, an int >= 1.
-    devices: devices the global batch is split over (default 1).
-    processes: processes feeding the global batch (default 1).
-
-  Raises:
-    TypeError: `config` not a `TrainConfig`.
-    ValueError: `num_examples`, `devices` or `processes` not a positive
-      int, or `config.batch_size > num_examples`.
+  """Rejects a `batch_size` larger than the data set (`num_examples`):
+  the batch would have to be cut, changing the run; the message gives the
+  largest batch that fits and splits over the devices.
 
   Example:
     >>> from couae_jax import config as config_lib
@@ -489,7 +425,6 @@ def validate_data_size(config: TrainConfig, num_examples: int, *,
       ...
     ValueError: bad config: batch_size=600 exceeds the 500 training examples; set --config.batch_size=498 or less, a multiple of the 3 devices.
   """
-  check_type(config)
   _checks.positive_int("num_examples", num_examples)
   _checks.positive_int("devices", devices)
   _checks.positive_int("processes", processes)
@@ -527,6 +462,38 @@ _PAPER_KERNEL_DECADES = 4.0
 #: Data sets read from `data_path`; the others are generated.
 _FILE_DATA = ("npz", "mnist", "celeba")
 
+#: The fields only some models read, with those models: `validate` refuses
+#: them changed from their defaults for another model.
+MODEL_FIELDS = {
+    "eps": ("couae",), "coulomb_kernel": ("couae",),
+    "kernel_scale": ("couae",), "block_size": ("couae", "wae"),
+    "num_prior_samples": ("couae", "wae"),
+}
+
+
+def unread_fields(config: TrainConfig) -> list[str]:
+  """The fields of `MODEL_FIELDS` that `config.model` does not read but
+  that differ from their defaults, in declaration order.
+
+  Example:
+    >>> from couae_jax import config as config_lib
+    >>> config_lib.unread_fields(config_lib.TrainConfig(model="wae",
+    ...                                                 kernel_scale=2.0))
+    ['kernel_scale']
+  """
+  defaults = TrainConfig()
+  return [name for name, readers in MODEL_FIELDS.items()
+          if config.model not in readers
+          and getattr(config, name) != getattr(defaults, name)]
+
+
+def without_unread_fields(config: TrainConfig) -> TrainConfig:
+  """`config` with its `unread_fields` at their defaults: how a checkpoint
+  saved before `validate` refused them (when they were ignored) restores."""
+  defaults = TrainConfig()
+  return config.replace(**{name: getattr(defaults, name)
+                           for name in unread_fields(config)})
+
 
 def _default_kernel_scale(config: TrainConfig) -> float:
   """`sigma * sqrt(2 h)`, `losses.coulomb_kernel`'s default for the prior."""
@@ -544,22 +511,11 @@ def _kernel_name(config: TrainConfig) -> str:
 
 
 def kernel_scale_range(config: TrainConfig) -> tuple[float, float]:
-  """The `kernel_scale` values float32 evaluates CouAE's kernel at.
-
-  Relative to the default scale `s0 = sigma * sqrt(2 h)` (sigma the scaled
-  prior's coordinate standard deviation): `[1e-4 s0, 1e4 s0]` for the sliced
-  Coulomb kernel (and the paper's at h = 3, the same kernel), `[1e-4 s0,
-  10 s0]` for the logarithmic kernel of h = 2, and
-  `[s0 / 10^(4/(h-2)), s0 * 10^(4/(h-2))]` for the paper's kernel at h > 3,
-  whose `(u/s)^(h-2)` leaves float32's range fast (h = 64: about
+  """The `kernel_scale` values float32 evaluates CouAE's kernel at:
+  relative to the default `s0 = sigma * sqrt(2 h)`, `[1e-4 s0, 1e4 s0]` for
+  the sliced Coulomb kernel, `[1e-4 s0, 10 s0]` for the logarithmic kernel of
+  h = 2, `s0 * 10^(±4/(h-2))` for the paper's kernel at h > 3 (h = 64: about
   `[0.86 s0, 1.16 s0]`).
-
-  Args:
-    config: a `TrainConfig` with a valid `prior`, `prior_scale`,
-      `latent_dim` (>= 2) and `coulomb_kernel`.
-
-  Returns:
-    `(low, high)`, floats.
 
   Example:
     >>> from couae_jax import config as config_lib
@@ -567,7 +523,6 @@ def kernel_scale_range(config: TrainConfig) -> tuple[float, float]:
     >>> f"{low:.3g} {high:.3g}"
     '0.000245 2.45e+04'
   """
-  check_type(config)
   default = _default_kernel_scale(config)
   if config.latent_dim == 2:
     low, high = _LOG_SCALE_RANGE
@@ -596,7 +551,7 @@ def _check_model_memory(config: TrainConfig, require) -> None:
     return models.min_parameter_count(
         kind, config.latent_dim, width=config.width,
         hidden=tuple(config.hidden),
-        stochastic=config.model == "vae" or config.stochastic_encoder,
+        stochastic=objective_lib.make_objective(config).stochastic_encoder,
         kernel_size=config.conv_kernel_size)
 
   conv = min_parameters("conv")
@@ -658,20 +613,9 @@ def _check_piecewise(config: TrainConfig, require) -> None:
 
 
 def boundary_steps(config: TrainConfig) -> dict[int, float]:
-  """The piecewise schedule's `{step: factor}`: each fraction of
-  `config.lr_boundaries` rounded to the nearest step of `config.steps`
-  (halves up); factors of boundaries that round to the same step multiply.
-
-  Args:
-    config: a `TrainConfig`; its `lr_boundaries` and `lr_factors` are taken
-      as given (`validate` checks them).
-
-  Returns:
-    `{step: factor}` in increasing order of step, for
-    `optax.piecewise_constant_schedule`; `{}` when there are no boundaries.
-
-  Raises:
-    TypeError: `config` not a `TrainConfig`.
+  """The piecewise schedule's `{step: factor}`, in increasing order of
+  step: each fraction of `config.lr_boundaries` rounded to the nearest step
+  of `config.steps` (halves up); factors of one step multiply.
 
   Example:
     >>> from couae_jax import config as config_lib
@@ -680,7 +624,6 @@ def boundary_steps(config: TrainConfig) -> dict[int, float]:
     ...     lr_boundaries=(30 / 55, 50 / 55), lr_factors=(0.5, 0.2)))
     {60: 0.5, 100: 0.2}
   """
-  check_type(config)
   steps: dict[int, float] = {}
   for fraction, factor in zip(config.lr_boundaries, config.lr_factors,
                               strict=True):
@@ -725,10 +668,6 @@ def _check_field_types(config: TrainConfig, require) -> None:
     require(ok, f"{field.name}={value!r} must be {expected}.")
 
 
-def optional(value: float) -> Optional[float]:
-  """Config fields use 0 for 'the default'; the library uses None."""
-  return value or None
-
-
-__all__ = ["TrainConfig", "boundary_steps", "check_type", "kernel_scale_range",
-           "parse_overrides", "validate", "validate_data_size"]
+__all__ = ["MODEL_FIELDS", "TrainConfig", "boundary_steps", "check_type",
+           "kernel_scale_range", "parse_overrides", "unread_fields",
+           "validate", "validate_data_size", "without_unread_fields"]

@@ -26,39 +26,40 @@ What a run guarantees:
   run ends, also by a crash) makes a second run fail with
   `WorkdirLockedError`.
 * A non-finite loss stops the run before anything is saved, naming the step
-  and the term.
+  and the term (`TrainingDiverged`); a full disk with `DiskFull`.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
-import socket
-import threading
 import time
 import warnings
 from typing import Any, Optional, Sequence
-
-try:
-  import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-  fcntl = None  # type: ignore[assignment]  # no locks: `_lock` checks for None
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from couae_jax import _checks, checkpointing
+from couae_jax import _checks, checkpointing, ensemble, inference
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
-from couae_jax import models as models_lib
+from couae_jax import objective as objective_lib
+from couae_jax import scaling as scaling_lib
 from couae_jax import train as train_lib
+from couae_jax.workdir import (
+  LOCK_FILE,
+  DiskFull,
+  MetricsLog,
+  StopOnSignal,
+  TrainingInterrupted,
+  WorkdirLockedError,
+  WorkdirLocks,
+  is_disk_full,
+)
 
 METRICS_FILE = "metrics.jsonl"
-#: The lock file a run holds in its workdir.
-LOCK_FILE = ".lock"
 #: Training examples drawn beside the samples in the figures.
 _FIGURE_EXAMPLES = 2000
 
@@ -85,60 +86,6 @@ class TrainingDiverged(FloatingPointError):
   """
 
 
-class WorkdirLockedError(RuntimeError):
-  """Another run is training in the workdir.
-
-  Raised by `fit` and `fit_seeds` before anything is loaded or compiled when
-  another run (another process, or another call in this one) holds the
-  workdir's lock, `workdir/.lock`. The lock is released when that run ends,
-  also when it crashes or is killed. A `RuntimeError`.
-  """
-
-
-class DiskFull(OSError):
-  """The disk filled up during training (`errno.ENOSPC`).
-
-  Raised by `fit` and `fit_seeds` in place of the error deep inside orbax,
-  TensorStore or a log write, so that its message is the last thing a user
-  reads. Every complete checkpoint is kept; free space and run the same
-  command again to resume. An `OSError`.
-  """
-
-
-def _is_disk_full(error: BaseException) -> bool:
-  """Whether `error`, or an error it was raised from, is a full disk."""
-  seen = set()
-  link: Optional[BaseException] = error
-  while link is not None and id(link) not in seen:
-    seen.add(id(link))
-    if isinstance(link, OSError) and link.errno == errno.ENOSPC:
-      return True
-    if "No space left on device" in str(link):
-      return True
-    link = link.__cause__ or link.__context__
-  return False
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-  """SIGINT (Ctrl-C) or SIGTERM stopped the run.
-
-  Raised by `fit` and `fit_seeds` at the end of the call (`steps_per_call`
-  steps) the signal arrived in, once the checkpoint being written is
-  complete: every complete checkpoint is kept, and running the same command
-  again resumes from the latest. A signal before training starts (loading,
-  restoring) raises it at once. A `KeyboardInterrupt`, so `except Exception`
-  does not catch it.
-
-  Attributes:
-    signum: the signal's number (`signal.SIGINT` or `signal.SIGTERM`).
-    step: the last step computed, or None before training started.
-  """
-
-  def __init__(self, message: str, signum: int, step: Optional[int]):
-    super().__init__(message)
-    self.signum, self.step = signum, step
-
-
 def maybe_initialize_distributed(config: config_lib.TrainConfig) -> None:
   """Starts `jax.distributed` when the config or the environment asks for it.
 
@@ -152,14 +99,10 @@ def maybe_initialize_distributed(config: config_lib.TrainConfig) -> None:
   Args:
     config: the run's `TrainConfig` (its `distributed` field).
 
-  Raises:
-    TypeError: `config` not a `TrainConfig`.
-
   Example:
     >>> from couae_jax import config as config_lib, loop
     >>> loop.maybe_initialize_distributed(config_lib.TrainConfig())  # no-op
   """
-  config_lib.check_type(config)
   if not (config.distributed or os.environ.get("COUAE_DISTRIBUTED") == "1"):
     return
   if jax.distributed.is_initialized():
@@ -185,21 +128,11 @@ def load_dataset(config: config_lib.TrainConfig) -> np.ndarray:
   every device of every process, the trainer's mesh
   (`config.validate_data_size`).
 
-  Args:
-    config: the run's `TrainConfig`, already through `config.validate`.
-
-  Returns:
-    A NumPy array `[N, *data_shape]`: float32, or uint8 pixels for `mnist`
-    and `celeba` (a quarter of the memory; `data.as_float` converts a batch
-    at a time, to bitwise the float32 images).
-
-  Raises:
-    TypeError: `config` not a `TrainConfig`; data that are not real numbers
-      (strings, complex numbers), naming the file.
-    ValueError: data that are no training set (one example, NaN rows, all
-      alike, 1-D), naming the file and what was found; `batch_size` larger
-      than the data set.
-    FileNotFoundError: `data_path` missing (from `couae_jax.data`).
+  Returns float32, or uint8 pixels for `mnist` and `celeba` (a quarter of
+  the memory; `data.as_float` converts a batch at a time, bitwise to the
+  float32 images). Raises TypeError (not real numbers) or ValueError (no
+  training set: one example, NaN rows, all alike; `batch_size` too large),
+  naming the file, and FileNotFoundError.
 
   Example:
     >>> from couae_jax import config as config_lib, loop
@@ -208,7 +141,6 @@ def load_dataset(config: config_lib.TrainConfig) -> np.ndarray:
     >>> data.shape, data.dtype
     ((50, 2), dtype('float32'))
   """
-  config_lib.check_type(config)
   source, checked = f"{config.data_path} (data={config.data!r})", None
   if config.data == "grid":
     examples, _ = data_lib.grid_training_set(
@@ -241,53 +173,6 @@ def load_dataset(config: config_lib.TrainConfig) -> np.ndarray:
   return examples
 
 
-class MetricsLog:
-  """Appends metrics as JSON lines (process 0 only), keeping resumes clean.
-
-  On resume, lines logged after the restored step (work redone after a
-  crash, or past a corrupt checkpoint the run fell back from) are dropped,
-  so every step appears once and the log ends at the restored step. A torn
-  last line (a run killed mid-write) is dropped with a warning; a garbled
-  line before the last raises ValueError naming the file and line. The file
-  is rewritten atomically (a kill meanwhile leaves the old one).
-  """
-
-  def __init__(self, path: str, resume_step: int, enabled: bool):
-    self._path = path
-    self._enabled = enabled
-    if enabled and os.path.exists(path):
-      with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [(number, line) for number, line in enumerate(f, 1)
-                 if line.strip()]
-      kept = []
-      for index, (number, line) in enumerate(lines):
-        try:
-          step = json.loads(line)["step"]
-          if isinstance(step, bool) or not isinstance(step, int):
-            raise TypeError(f"step {step!r} is not an int")
-        except (ValueError, KeyError, TypeError) as error:
-          if index == len(lines) - 1:
-            warnings.warn(
-                f"{path}: dropped its last line, which is torn (a run killed "
-                f"while writing it?): {line.strip()!r:.80}", stacklevel=3)
-            continue
-          raise ValueError(
-              f"{path} line {number} is not a metrics record ({error}): "
-              f"{line.strip()!r:.80}. Fix or delete that line to resume."
-          ) from error
-        if step <= resume_step:
-          kept.append(line if line.endswith("\n") else line + "\n")
-      temporary = f"{path}.tmp-{os.getpid()}"
-      with open(temporary, "w") as f:
-        f.writelines(kept)
-      os.replace(temporary, path)
-
-  def write(self, step: int, metrics: dict[str, float]) -> None:
-    if self._enabled:
-      with open(self._path, "a") as f:
-        f.write(json.dumps({"step": step, **metrics}) + "\n")
-
-
 def _progress(total: int, initial: int, enabled: bool):
   if not enabled:
     return None
@@ -299,31 +184,21 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def fit(config: config_lib.TrainConfig, workdir: str, *,
-        progress: bool = True) -> checkpointing.TrainedModel:
+        progress: bool = True) -> inference.TrainedModel:
   """Trains (or resumes) the run `config` in `workdir`.
 
-  Args:
-    config: the run's configuration.
-    workdir: where checkpoints (`checkpoints/`), `metrics.jsonl` and figures
-      go. A workdir with checkpoints resumes from the latest one.
-    progress: show a progress bar on process 0.
-
-  Returns:
-    The trained model (on process 0's devices).
+  `workdir` gets `checkpoints/`, `metrics.jsonl` and `figures/`; one with
+  checkpoints resumes from the newest good one. Returns the trained model
+  (on process 0's devices).
 
   Raises:
-    TypeError: `config` not a `TrainConfig`, `workdir` not a path, `progress`
-      not a bool.
     ValueError: a bad config, or a workdir holding another config's run
       (`checkpointing.ConfigMismatchError`) or a run on other data
       (`checkpointing.DataMismatchError`), before anything is compiled; a
       workdir whose checkpoints are all corrupt
       (`checkpointing.CheckpointCorruptError`).
-    WorkdirLockedError: another run is training in the workdir.
-    TrainingDiverged: a non-finite loss term or parameters; the last good
-      checkpoint is kept.
-    TrainingInterrupted: SIGINT or SIGTERM; every complete checkpoint is
-      kept.
+    WorkdirLockedError, TrainingDiverged, TrainingInterrupted, DiskFull: see
+      the module's docstring; every complete checkpoint is kept.
 
   Example:
     >>> import tempfile
@@ -341,7 +216,7 @@ def fit(config: config_lib.TrainConfig, workdir: str, *,
 
 def fit_seeds(config: config_lib.TrainConfig, seeds: Sequence[int],
               workdir: str, *, progress: bool = True
-              ) -> list[checkpointing.TrainedModel]:
+              ) -> list[inference.TrainedModel]:
   """Trains `config` once per seed, all seeds at once as one ensemble.
 
   Seed `s` is run `config.replace(seed=s)` in `seed_workdir(workdir, s)`, a
@@ -352,22 +227,8 @@ def fit_seeds(config: config_lib.TrainConfig, seeds: Sequence[int],
   `fit(config.replace(seed=s), seed_workdir(workdir, s))` computes, up to
   float rounding (batching can change the order of operations).
 
-  Args:
-    config: the configuration shared by every seed (its `seed` is ignored).
-    seeds: distinct non-negative seeds.
-    workdir: the parent of the seeds' workdirs.
-    progress: show a progress bar on process 0.
-
-  Returns:
-    The trained models, in the order of `seeds`.
-
-  Raises:
-    TypeError: as `fit`.
-    ValueError: `seeds` empty, repeated or not ints >= 0; otherwise as `fit`.
-    WorkdirLockedError: another run is training in one of the seeds'
-      workdirs (each seed's workdir is locked, as `fit` locks its own).
-    TrainingDiverged: as `fit` (the message names the seed).
-    TrainingInterrupted: as `fit`.
+  Returns the trained models in the order of `seeds` (distinct ints >= 0;
+  `config.seed` is ignored); raises as `fit`, and ValueError for bad seeds.
 
   Example:
     >>> import tempfile
@@ -396,28 +257,13 @@ def fit_seeds(config: config_lib.TrainConfig, seeds: Sequence[int],
 
 
 def seed_workdir(workdir: str, seed: int) -> str:
-  """The workdir `fit_seeds` gives seed `seed` under `workdir`.
-
-  Args:
-    workdir: the ensemble's parent directory (str or path).
-    seed: the seed, an int >= 0.
-
-  Returns:
-    `workdir/seed<seed>`, a str.
-
-  Raises:
-    TypeError: `workdir` not a str or path.
-    ValueError: `seed` not an int >= 0.
+  """`workdir/seed<seed>`, the workdir `fit_seeds` gives seed `seed`.
 
   Example:
     >>> import os
     >>> from couae_jax import loop
     >>> loop.seed_workdir("runs/grid", 3).split(os.sep)
     ['runs', 'grid', 'seed3']
-    >>> loop.seed_workdir("runs/grid", -1)
-    Traceback (most recent call last):
-      ...
-    ValueError: seed must be an integer >= 0; got -1.
   """
   workdir = _checks.path("workdir", workdir)
   _checks.non_negative_int("seed", seed)
@@ -436,7 +282,7 @@ class _Member:
     os.makedirs(workdir, exist_ok=True)
     self.config, self.workdir, self.dataset = config, workdir, dataset
     self.digest = digest
-    self.scaling = (checkpointing.DataScaling.of(dataset)
+    self.scaling = (scaling_lib.DataScaling.of(dataset)
                     if config.standardize else None)
     self.iterator = data_lib.BatchIterator(
         dataset, config.batch_size, config.seed,
@@ -445,7 +291,7 @@ class _Member:
     self.checkpointer = checkpointing.Checkpointer(
         workdir, config, dataset.shape[1:], self.scaling, data=digest)
     # The newest checkpoint whose config and data were checked.
-    self.checked_step = self.checkpointer._newest_readable_meta()[0]
+    self.checked_step = self.checkpointer.newest_readable_meta()[0]
 
   def check(self, step: Optional[int] = None) -> None:
     """Refuses another config or other data than the checkpoint's (the
@@ -457,8 +303,8 @@ class _Member:
     batch = data_lib.as_float(batch)
     return batch if self.scaling is None else self.scaling.apply(batch)
 
-  def trained_model(self, model, state) -> checkpointing.TrainedModel:
-    return checkpointing.TrainedModel(
+  def trained_model(self, model, state) -> inference.TrainedModel:
+    return inference.TrainedModel(
         model=model, params=state.params, batch_stats=state.batch_stats,
         config=self.config, step=int(state.step),
         data_shape=tuple(self.dataset.shape[1:]), scaling=self.scaling)
@@ -553,7 +399,7 @@ def _chunk_end(step: int, config: config_lib.TrainConfig) -> int:
 
 
 def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
-         progress: bool) -> list[checkpointing.TrainedModel]:
+         progress: bool) -> list[inference.TrainedModel]:
   """Trains the members `configs[i]` (differing only in their seed) in
   `workdirs[i]`, together."""
   config = configs[0]
@@ -563,7 +409,7 @@ def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
     config_lib.validate(member_config, devices=mesh.size,
                         processes=jax.process_count())
   try:
-    with _WorkdirLocks(workdirs), _StopOnSignal() as stop:
+    with WorkdirLocks(workdirs), StopOnSignal() as stop:
       # Only the Grid is drawn from the seed; a data set read from files is
       # read once and shared by every seed.
       if config.data == "grid":
@@ -584,7 +430,7 @@ def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
         for member in members:
           member.close()
   except Exception as error:
-    if not _is_disk_full(error):
+    if not is_disk_full(error):
       raise
     # `from None`: the hundreds of lines of orbax and TensorStore frames
     # would bury the one line that says what to do.
@@ -598,231 +444,55 @@ def _fit(configs: Sequence[config_lib.TrainConfig], workdirs: Sequence[str],
         "again to resume.") from None
 
 
-def _lock(workdir: str) -> Optional[int]:
-  """Takes `workdir`'s lock: the file descriptor holding it (None where the
-  file system has no locks, with a warning). Raises WorkdirLockedError."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK_FILE)
-  if fcntl is None:  # pragma: no cover - not POSIX
-    warnings.warn(f"no file locks on this system: {workdir} is not locked "
-                  "against a second run.", stacklevel=4)
-    return None
-  descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-  try:
-    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError as error:
-    holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip()
-    os.close(descriptor)
-    if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-      holder = holder or "holder unknown"
-      raise WorkdirLockedError(
-          f"the workdir {workdir} is in use by another run ({holder}; lock "
-          f"{path}): wait for that run to end, or "
-          "use another --workdir. The lock goes when that run's process ends, "
-          "even by a crash.") from None
-    warnings.warn(f"cannot lock {path} ({error}): {workdir} is not locked "
-                  "against a second run.", stacklevel=4)
-    return None
-  os.ftruncate(descriptor, 0)
-  os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()} since "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n".encode(), 0)
-  return descriptor
-
-
-class _WorkdirLocks:
-  """Holds the lock of each workdir (of each seed for an ensemble) while a
-  run trains. Process 0 of a multi-process run holds them for the run (the
-  processes share the workdir); the others learn whether it could."""
-
-  def __init__(self, workdirs: Sequence[str]):
-    self._workdirs = list(workdirs)
-    self._held: list[int] = []
-
-  def __enter__(self):
-    error, failed = None, -1
-    if jax.process_index() == 0:
-      for index, workdir in enumerate(self._workdirs):
-        try:
-          descriptor = _lock(workdir)
-        except WorkdirLockedError as e:
-          error, failed = e, index
-          break
-        if descriptor is not None:
-          self._held.append(descriptor)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      failed = int(multihost_utils.broadcast_one_to_all(np.int32(failed)))
-    if failed >= 0:
-      self._release()
-      raise error or WorkdirLockedError(
-          f"the workdir {self._workdirs[failed]} is in use by another run "
-          f"(process 0 of this run found its lock taken): wait for that run "
-          f"to end, or use another --workdir.")
-    return self
-
-  def _release(self) -> None:
-    while self._held:
-      os.close(self._held.pop())  # closing the descriptor releases the lock
-
-  def __exit__(self, *exc_info):
-    self._release()
-
-
-class _StopOnSignal:
-  """SIGINT and SIGTERM while a run is in `fit`.
-
-  Before training starts they raise TrainingInterrupted at once; once
-  `defer()` is called (the training loop), the first one is only recorded,
-  for the loop to stop at its next step boundary (`requested`), after the
-  save being written, and a second one ends the process at once (complete
-  checkpoints are on disk: orbax renames a checkpoint into place only once
-  it is complete). Handlers are installed only from the main thread, and
-  the previous ones are put back on exit.
-  """
-
-  SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-  def __init__(self):
-    self.signum: Optional[int] = None
-    self._deferred = False
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for signum in self.SIGNALS:
-        self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def __exit__(self, *exc_info):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-  def defer(self) -> None:
-    self._deferred = True
-
-  def _handle(self, signum, frame) -> None:
-    name = signal.Signals(signum).name
-    if not self._deferred:
-      raise TrainingInterrupted(
-          f"stopped by {name} before training started; nothing was saved "
-          "since the latest checkpoint.", signum, None)
-    if self.signum is not None:
-      os.write(2, f"\n{name} again: stopping at once; every complete "
-               "checkpoint is kept, the one being written (if any) is "
-               "dropped.\n".encode())
-      os._exit(128 + signum)
-    self.signum = signum
-    os.write(2, f"\n{name}: stopping at the end of this call, once the "
-             f"checkpoint being written is complete (again: stop at "
-             f"once).\n".encode())
-
-  def requested(self) -> Optional[int]:
-    """The signal that asked the run to stop, or None; in a multi-process
-    run, whether any process got one (every process stops at the same
-    step)."""
-    signum = self.signum or 0
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      signum = int(np.max(multihost_utils.process_allgather(
-          np.int32(signum))))
-    return signum or None
-
-
-class _VmappedMembers:
-  """Every member in one call per chunk: `lax.scan` over the steps of the
-  step vmapped over the members, the state's leaves stacked `[S, ...]`.
-  Small models spend their time in per-step dispatch and tiny products; this
-  turns `K·S` of them into one call of batched products."""
-
-  def __init__(self, mesh, init_member, restored, seeds, step_kwargs):
-    replicated = train_lib.replicated(mesh)
-    self._mesh = mesh
-    if restored is None:
-      self._state = jax.jit(jax.vmap(init_member), out_shardings=replicated)(
-          np.asarray(seeds, np.int32))
-    else:
-      self._state = jax.jit(lambda states: jax.tree.map(
-          lambda *leaves: jnp.stack(leaves), *states),
-                            out_shardings=replicated)(restored)
-    self._step = train_lib.make_parallel_step(mesh, ensemble=True,
-                                              **step_kwargs)
-    self._member_of = jax.jit(
-        lambda state, index: jax.tree.map(
-            lambda leaf: jax.lax.dynamic_index_in_dim(leaf, index,
-                                                      keepdims=False), state),
-        out_shardings=replicated)
-
-  def run(self, local: np.ndarray) -> dict[str, np.ndarray]:
-    """`local: [K, S, b, ...]` -> metrics `{name: [K, S]}`."""
-    batches = data_lib.shard_batch(local, self._mesh,
-                                   axis=train_lib.DATA_AXIS, batch_dim=2)
-    self._state, metrics = self._step(self._state, batches)
-    return {name: np.asarray(value)
-            for name, value in jax.device_get(metrics).items()}
-
-  def member(self, index: int) -> train_lib.TrainState:
-    return self._member_of(self._state, index)
-
-
-class _LoopedMembers:
-  """One call per member and step. XLA:CPU runs the conv networks' step
-  3-8x slower inside a `lax.scan` or vmapped over members (BUILD_NOTES
-  section 2d) than as a plain call, and a conv step is long enough that the
-  per-call dispatch costs nothing."""
-
-  def __init__(self, mesh, init_member, restored, seeds, step_kwargs):
-    self._mesh = mesh
-    if restored is None:
-      init = jax.jit(init_member, out_shardings=train_lib.replicated(mesh))
-      restored = [init(np.int32(seed)) for seed in seeds]
-    self._states = list(restored)
-    self._step = train_lib.make_parallel_step(mesh, **step_kwargs)
-
-  def run(self, local: np.ndarray) -> dict[str, np.ndarray]:
-    """`local: [K, S, b, ...]` -> metrics `{name: [K, S]}`."""
-    metrics = []
-    for step_batches in local:
-      row = []
-      for index, batch in enumerate(step_batches):
-        batch = data_lib.shard_batch(batch, self._mesh,
-                                     axis=train_lib.DATA_AXIS)
-        self._states[index], member_metrics = self._step(
-            self._states[index], batch)
-        row.append(member_metrics)
-      metrics.append(row)
-    metrics = jax.device_get(metrics)
-    return {name: np.array([[m[name] for m in row] for row in metrics])
-            for name in metrics[0][0]}
-
-  def member(self, index: int) -> train_lib.TrainState:
-    return self._states[index]
-
-
-def _members_runner(config: config_lib.TrainConfig, model):
-  """The runner `config.ensemble` names ("auto": loop for conv networks)."""
-  mode = config.ensemble
-  if mode == "auto":
-    conv = isinstance(model.encoder, models_lib.ConvEncoder)
-    mode = "loop" if conv else "vmap"
-  return _LoopedMembers if mode == "loop" else _VmappedMembers
-
-
 def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
-           stop_signal: _StopOnSignal) -> list[checkpointing.TrainedModel]:
+           stop_signal: StopOnSignal) -> list[inference.TrainedModel]:
+  config = members[0].config
+  runs, start = _start(members, mesh, data_shape)
+  inference_model = train_lib.build_model(config, data_shape)
+  lead = jax.process_index() == 0
+  logs = [MetricsLog(os.path.join(member.workdir, METRICS_FILE), start, lead)
+          for member in members]
+  bar = _progress(config.steps, start, progress and lead)
+  rate = _Rate(start)
+  step = start
+  stop_signal.defer()
+  try:
+    while step < config.steps:
+      _stop_if_signalled(stop_signal, members, step)
+      stop = _chunk_end(step, config)
+      metrics = runs.run(_next_batches(members, stop - step))
+      _raise_if_diverged(metrics, step, members)
+      if bar is not None:
+        bar.update(stop - step)
+      step = stop
+      last = [{name: float(value[-1, index])
+               for name, value in metrics.items()}
+              for index in range(len(members))]
+      if step % config.log_every == 0 or step == config.steps:
+        _log(logs, bar, step, last, rate(step))
+      _save_and_plot(members, runs, step, last, inference_model, lead)
+  finally:
+    if bar is not None:
+      bar.close()
+  return [member.trained_model(inference_model,
+                               jax.device_get(runs.member(index)))
+          for index, member in enumerate(members)]
+
+
+def _start(members: Sequence[_Member], mesh, data_shape):
+  """The members' runner, at the step they resume from (0: afresh)."""
   config = members[0].config
   model = train_lib.build_model(config, data_shape,
                                 axis_name=train_lib.DATA_AXIS)
-  inference_model = train_lib.build_model(config, data_shape)
   optimizer = train_lib.make_optimizer(config)
-  replicated = train_lib.replicated(mesh)
   example = jnp.asarray(members[0].network_input(members[0].dataset[:1]))
 
   def init_member(seed):
     return train_lib.init_state(model, optimizer, example, seed)
 
   abstract = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                        sharding=replicated),
+      lambda leaf: jax.ShapeDtypeStruct(
+          leaf.shape, leaf.dtype, sharding=train_lib.replicated(mesh)),
       jax.eval_shape(init_member, 0))
   start, restored = _resume(members, abstract)
   states = None
@@ -832,73 +502,79 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
                                                 strict=True):
       member.iterator.restore(position)
       states.append(member_state)
-  runs = _members_runner(config, model)(
-      mesh, init_member, states,
-      [member.config.seed for member in members],
-      dict(model=model, regularizer=train_lib.make_regularizer(config),
-           optimizer=optimizer, lam=config.lam))
-  lead = jax.process_index() == 0
-  logs = [MetricsLog(os.path.join(member.workdir, METRICS_FILE), start, lead)
-          for member in members]
-  bar = _progress(config.steps, start, progress and lead)
-  step, last_time, last_step = start, time.perf_counter(), start
-  stop_signal.defer()
-  try:
-    while step < config.steps:
-      signum = stop_signal.requested()
-      if signum is not None:
-        latest = [member.checkpointer.latest_step() for member in members]
-        raise TrainingInterrupted(
-            f"stopped by {signal.Signals(signum).name} after step {step}; "
-            f"the latest checkpoint is step {min(s or 0 for s in latest)}"
-            f"{' of every seed' if len(members) > 1 else ''}, every complete "
-            "checkpoint is kept. Run the same command again to resume.",
-            signum, step)
-      stop = _chunk_end(step, config)
-      local = np.stack([np.stack([member.network_input(next(member.iterator))
-                                  for _ in range(stop - step)])
-                        for member in members], axis=1)
-      metrics = runs.run(local)
-      _raise_if_diverged(metrics, step, members)
-      if bar is not None:
-        bar.update(stop - step)
-      step = stop
-      last = [{name: float(value[-1, index])
-               for name, value in metrics.items()}
-              for index in range(len(members))]
-      if step % config.log_every == 0 or step == config.steps:
-        now = time.perf_counter()
-        rate = (step - last_step) / (now - last_time)
-        last_time, last_step = now, step
-        for log, member_metrics in zip(logs, last, strict=True):
-          log.write(step, member_metrics | {"steps_per_s": rate})
-        if bar is not None:
-          bar.set_postfix(loss=f"{last[0]['loss']:.4g}",
-                          rec=f"{last[0]['rec']:.4g}",
-                          reg=f"{last[0]['reg']:.4g}", refresh=False)
-      save = step % config.checkpoint_every == 0 or step == config.steps
-      figures = lead and (step == config.steps or (
-          config.eval_every and step % config.eval_every == 0))
-      for index, member in enumerate(members):
-        if save or figures:
-          member_state = runs.member(index)
-        if save:
-          member.checkpointer.save(step, member_state,
-                                   member.iterator.state(), last[index])
-        if figures:
-          _save_figures(member, member.trained_model(inference_model,
-                                                     member_state))
-      if save:
-        # The next steps are at risk only once this save is complete: a crash
-        # then loses at most one checkpoint interval.
-        for member in members:
-          member.checkpointer.wait_until_finished()
-  finally:
-    if bar is not None:
-      bar.close()
-  return [member.trained_model(inference_model,
-                               jax.device_get(runs.member(index)))
-          for index, member in enumerate(members)]
+  runs = ensemble.runner(config, model)(
+      mesh, init_member, states, [member.config.seed for member in members],
+      dict(model=model, objective=objective_lib.make_objective(config),
+           optimizer=optimizer))
+  return runs, start
+
+
+def _stop_if_signalled(stop_signal: StopOnSignal,
+                       members: Sequence[_Member], step: int) -> None:
+  signum = stop_signal.requested()
+  if signum is None:
+    return
+  latest = [member.checkpointer.latest_step() for member in members]
+  raise TrainingInterrupted(
+      f"stopped by {signal.Signals(signum).name} after step {step}; "
+      f"the latest checkpoint is step {min(s or 0 for s in latest)}"
+      f"{' of every seed' if len(members) > 1 else ''}, every complete "
+      "checkpoint is kept. Run the same command again to resume.",
+      signum, step)
+
+
+def _next_batches(members: Sequence[_Member], steps: int) -> np.ndarray:
+  """The next `steps` batches of every member, `[steps, S, b, ...]`."""
+  return np.stack([np.stack([member.network_input(next(member.iterator))
+                             for _ in range(steps)])
+                   for member in members], axis=1)
+
+
+class _Rate:
+  """Steps per second since the previous call."""
+
+  def __init__(self, step: int):
+    self._time, self._step = time.perf_counter(), step
+
+  def __call__(self, step: int) -> float:
+    now = time.perf_counter()
+    rate = (step - self._step) / (now - self._time)
+    self._time, self._step = now, step
+    return rate
+
+
+def _log(logs, bar, step: int, last: list[dict[str, float]],
+         rate: float) -> None:
+  for log, member_metrics in zip(logs, last, strict=True):
+    log.write(step, member_metrics | {"steps_per_s": rate})
+  if bar is not None:
+    bar.set_postfix(loss=f"{last[0]['loss']:.4g}", rec=f"{last[0]['rec']:.4g}",
+                    reg=f"{last[0]['reg']:.4g}", refresh=False)
+
+
+def _save_and_plot(members: Sequence[_Member], runs, step: int,
+                   last: list[dict[str, float]], inference_model,
+                   lead: bool) -> None:
+  """Saves at checkpoint steps, draws the figures at evaluation steps."""
+  config = members[0].config
+  save = step % config.checkpoint_every == 0 or step == config.steps
+  figures = lead and (step == config.steps or bool(
+      config.eval_every and step % config.eval_every == 0))
+  if not (save or figures):
+    return
+  for index, member in enumerate(members):
+    member_state = runs.member(index)
+    if save:
+      member.checkpointer.save(step, member_state, member.iterator.state(),
+                               last[index])
+    if figures:
+      _save_figures(member, member.trained_model(inference_model,
+                                                 member_state))
+  if save:
+    # The next steps are at risk only once this save is complete: a crash
+    # then loses at most one checkpoint interval.
+    for member in members:
+      member.checkpointer.wait_until_finished()
 
 
 def _raise_if_diverged(metrics: dict[str, np.ndarray], start: int,
@@ -920,13 +596,14 @@ def _raise_if_diverged(metrics: dict[str, np.ndarray], start: int,
 
 
 def _save_figures(member: _Member,
-                  trained: checkpointing.TrainedModel) -> None:
+                  trained: inference.TrainedModel) -> None:
   from couae_jax import plotting  # matplotlib is needed only here.
   plotting.save_figures(os.path.join(member.workdir, "figures"), trained,
                         data_lib.as_float(member.dataset[:_FIGURE_EXAMPLES]),
                         key=jax.random.key(member.config.seed))
 
 
-__all__ = ["DiskFull", "TrainingDiverged", "TrainingInterrupted", "WorkdirLockedError",
+__all__ = ["LOCK_FILE", "METRICS_FILE", "DiskFull", "MetricsLog",
+           "TrainingDiverged", "TrainingInterrupted", "WorkdirLockedError",
            "fit", "fit_seeds", "load_dataset", "maybe_initialize_distributed",
            "seed_workdir"]

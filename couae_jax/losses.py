@@ -133,6 +133,38 @@ def _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
                                  codes.dtype, axis_name)
 
 
+def mmd_to_prior(
+    codes: jax.Array,
+    kernel: kernels.Kernel,
+    prior_samples: Optional[jax.Array] = None,
+    *,
+    key: Optional[jax.Array] = None,
+    prior: priors_lib.Prior = priors_lib.standard_normal,
+    num_prior_samples: Optional[int] = None,
+    block_size: mmd.BlockSize = mmd.AUTO,
+    axis_name: Optional[str] = None,
+) -> jax.Array:
+  """MMD² between codes and a prior under any kernel: the term of every MMD
+  model (`coulomb_regularizer` and `wae_regularizer` are it with their
+  kernels), an unbiased estimate; arguments and errors as in
+  `coulomb_regularizer`, `kernel` any `k(x, y)`.
+
+  Example:
+    >>> import functools, jax
+    >>> from couae_jax import kernels, losses
+    >>> codes, samples = jax.random.normal(jax.random.key(0), (2, 128, 8))
+    >>> imq = functools.partial(kernels.imq, scale=4.0)
+    >>> bool(losses.mmd_to_prior(codes, imq, samples) < 0.05)
+    True
+  """
+  codes, prior_samples = _codes(codes, prior_samples, axis_name)
+  samples = _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
+                           axis_name)
+  return mmd._named_mmd2(codes, samples, kernel,
+                         names=("codes", "prior_samples"),
+                         block_size=block_size, axis_name=axis_name)
+
+
 def coulomb_regularizer(
     codes: jax.Array,
     prior_samples: Optional[jax.Array] = None,
@@ -197,13 +229,11 @@ def coulomb_regularizer(
     ()
   """
   codes, prior_samples = _codes(codes, prior_samples, axis_name)
-  samples = _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
-                           axis_name)
-  return mmd._named_mmd2(
-      codes, samples,
-      coulomb_kernel(codes.shape[-1], eps=eps, scale=scale, prior=prior,
-                     kernel=kernel),
-      names=("codes", "prior_samples"), block_size=block_size,
+  return mmd_to_prior(
+      codes, coulomb_kernel(codes.shape[-1], eps=eps, scale=scale,
+                            prior=prior, kernel=kernel),
+      prior_samples, key=key, prior=prior,
+      num_prior_samples=num_prior_samples, block_size=block_size,
       axis_name=axis_name)
 
 
@@ -293,14 +323,13 @@ def wae_regularizer(
     True
   """
   codes, prior_samples = _codes(codes, prior_samples, axis_name)
-  samples = _prior_samples(codes, prior_samples, key, prior, num_prior_samples,
-                           axis_name)
   if sigma is None:
     sigma = priors_lib.coordinate_std(prior)
-  kernel = wae_kernel(codes.shape[-1], sigma=sigma, scales=scales)
-  return mmd._named_mmd2(codes, samples, kernel,
-                         names=("codes", "prior_samples"),
-                         block_size=block_size, axis_name=axis_name)
+  return mmd_to_prior(
+      codes, wae_kernel(codes.shape[-1], sigma=sigma, scales=scales),
+      prior_samples, key=key, prior=prior,
+      num_prior_samples=num_prior_samples, block_size=block_size,
+      axis_name=axis_name)
 
 
 def wae_kernel(h: int, *, sigma: float = 1.0,
@@ -330,6 +359,7 @@ def wae_kernel(h: int, *, sigma: float = 1.0,
 
 
 __all__ = [
-    "COULOMB_KERNELS", "WAE_SCALES", "coulomb_kernel", "coulomb_regularizer", "gaussian_kl",
-    "squared_error", "wae_kernel", "wae_regularizer",
+    "COULOMB_KERNELS", "WAE_SCALES", "coulomb_kernel", "coulomb_regularizer",
+    "gaussian_kl", "mmd_to_prior", "squared_error", "wae_kernel",
+    "wae_regularizer",
 ]

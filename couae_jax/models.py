@@ -11,32 +11,22 @@ Two families of `flax.linen` modules:
   number of stride-2 stages from the image size (`conv_stages`). With SAME
   padding the feature-map sizes do not depend on k.
 
-Every module takes `width`, a factor that scales all hidden widths and channel
-counts (the paper's width ablation uses 0.25, 0.5 and 1): a layer of nominal
-width `w` gets `scale_width(w, width) = max(1, round(w * width))` units. Every
-module's `__call__` takes a keyword `train` (BatchNorm uses batch statistics
-and updates its running averages when True), so encoders and decoders are
-interchangeable.
-
-An encoder maps `x: [B, *data_shape]` to codes `[B, h]`, or, when
-`stochastic=True` (the VAE), to the Gaussian posterior's `(mean, log_var)`,
-each `[B, h]`. A decoder maps `z: [B, h]` to `[B, *data_shape]`.
-
-`Autoencoder` pairs the two so one `init` creates both halves' variables, and a
-trainer can run either half inside one `apply` through its `encode` and
-`decode` methods; `make_autoencoder` builds the pair for a data shape, and the
-jitted `encode` / `decode` functions run a trained model's halves on restored
-variables.
+Every module takes `width`, a factor scaling all hidden widths and channel
+counts (`scale_width`; the paper's width ablation uses 0.25, 0.5 and 1), and
+its `__call__` a keyword `train` (BatchNorm on batch statistics, updating its
+running averages). An encoder maps `x: [B, *data_shape]` to codes `[B, h]`,
+or when `stochastic` (the VAE) to a Gaussian's `(mean, log_var)`; a decoder
+maps `z: [B, h]` back. `Autoencoder` pairs them (one `init`, either half in
+an `apply`), `make_autoencoder` builds the pair for a data shape, and `encode`
+/ `decode` run a trained model's halves, jitted.
 
 Bad arguments raise a `ValueError` or `TypeError` naming the argument: module
-attributes when the module is constructed, inputs when it is traced (shapes
-and dtypes only, so every check is jit-safe).
+attributes at construction, inputs when traced (shapes and dtypes only).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import numbers
 from collections.abc import Mapping
@@ -47,32 +37,37 @@ import jax
 import jax.numpy as jnp
 
 from couae_jax import _checks
+from couae_jax._architecture import (
+  DEFAULT_KERNEL_SIZE,
+  ENCODER_CHANNELS,
+  MAX_DECODER_STAGES,
+  MIN_FEATURE_SIZE,
+  conv_stages,
+  min_parameter_count,
+  scale_width,
+)
 
-#: Name of the RNG stream `Autoencoder` draws stochastic codes from.
-LATENT_RNG = "latent"
-
-#: Channels of the convolutional encoder's stages at width 1 (WAE, CelebA).
-ENCODER_CHANNELS = (128, 256, 512, 1024)
-#: Most stride-2 stages in the decoder: WAE's CelebA decoder starts from 8×8.
-MAX_DECODER_STAGES = 3
-#: Smallest spatial size the encoder's last feature map may have.
-MIN_FEATURE_SIZE = 2
-
-#: The side of the conv nets' square kernels unless `kernel_size` is given.
-DEFAULT_KERNEL_SIZE = 4
 _BATCH_NORM: dict[str, Any] = dict(momentum=0.9, epsilon=1e-5)
 
 Encoding = Union[jax.Array, tuple[jax.Array, jax.Array]]
 
 
 # ---------------------------------------------------------------------------
-# Validation and architecture rules.
+# Validation (the architecture rules are in `_architecture`).
 
 
 def _check_dtype(dtype) -> None:
   """None (infer the computation dtype) or a floating dtype."""
   if dtype is not None:
     _checks.floating_dtype("dtype", dtype)
+
+
+def _check_conv_fields(module) -> None:
+  """The attributes the conv encoder and decoder share."""
+  _checks.positive_number("width", module.width)
+  _check_dtype(module.dtype)
+  _checks.axis_name("axis_name", module.axis_name)
+  _checks.positive_int("kernel_size", module.kernel_size)
 
 
 def _check_batch(name: str, x, *, rank: Optional[int] = None,
@@ -102,74 +97,6 @@ def _check_batch(name: str, x, *, rank: Optional[int] = None,
         f"{name} must be a batch of {expected} (leading batch dimension); "
         f"got shape {shape}.")
   return x
-
-
-def scale_width(features: int, width: float) -> int:
-  """Units of a layer of nominal size `features` at width factor `width`.
-
-  Args:
-    features: the layer's size at width 1, an int >= 1.
-    width: the factor scaling it, a finite number > 0.
-
-  Returns:
-    `max(1, round(features * width))`.
-
-  Raises:
-    ValueError: `features` not a positive int, or `width` not finite and > 0.
-
-  Example:
-    >>> from couae_jax import models
-    >>> models.scale_width(128, 0.25), models.scale_width(128, 1e-3)
-    (32, 1)
-  """
-  _checks.positive_int("features", features)
-  _checks.positive_number("width", width)
-  return max(1, round(features * width))
-
-
-def conv_stages(image_shape: tuple[int, ...], *,
-                name: str = "image_shape") -> int:
-  """Number of stride-2 convolutions the encoder applies to an image.
-
-  The rule: halve the height and width as often as both stay integers of at
-  least `MIN_FEATURE_SIZE` (2), at most `len(ENCODER_CHANNELS)` (4) times.
-  64×64 gives 4 stages (a 4×4 map, as in WAE), 32×32 gives 4 (2×2),
-  28×28 gives 2 (7×7), 8×8 gives 2 (2×2). The decoder upsamples with
-  `min(stages, MAX_DECODER_STAGES)` stride-2 transposed convolutions.
-
-  Args:
-    image_shape: `(height, width, channels)`, a tuple of positive ints.
-    name: the argument that errors name (default 'image_shape').
-
-  Returns:
-    The number of stages, between 1 and 4.
-
-  Raises:
-    ValueError: the shape is not a tuple `(H, W, C)` of positive ints, or H or
-      W is odd or < 4.
-
-  Example:
-    >>> from couae_jax import models
-    >>> [models.conv_stages(s) for s in [(64, 64, 3), (28, 28, 1), (6, 6, 1)]]
-    [4, 2, 1]
-  """
-  _checks.shape_tuple(name, image_shape, allow_list=False)
-  if len(image_shape) != 3:
-    raise ValueError(
-        f"{name} of a convolutional model must be (height, width, channels); "
-        f"got {image_shape}.")
-  stages = 0
-  while stages < len(ENCODER_CHANNELS) and all(
-      size % 2 ** (stages + 1) == 0
-      and size // 2 ** (stages + 1) >= MIN_FEATURE_SIZE
-      for size in image_shape[:2]):
-    stages += 1
-  if stages == 0:
-    raise ValueError(
-        f"{name}: convolutional models need an even height and width of at "
-        f"least {2 * MIN_FEATURE_SIZE}; got {image_shape}. Pad or resize the "
-        "images, or use kind='mlp'.")
-  return stages
 
 
 # ---------------------------------------------------------------------------
@@ -216,10 +143,6 @@ class MLPEncoder(nn.Module):
     dtype: computation dtype (parameters stay float32); None (default) infers
       it.
 
-  Raises:
-    ValueError: latent_dim, hidden or width invalid (at construction).
-    TypeError: stochastic not a bool or dtype not floating.
-
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from couae_jax import models
@@ -247,24 +170,8 @@ class MLPEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> Encoding:
-    """Encodes `x: [B, ...]` (floating) to codes `[B, h]` or `(mean, log_var)`.
-
-    `train` (default False) is accepted for a uniform interface; the MLP has no
-    layers that depend on it.
-
-    Raises:
-      ValueError: `x` of rank < 2 (no batch dimension).
-      TypeError: `x` not floating, or `train` not a bool.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from couae_jax import models
-      >>> encoder = models.MLPEncoder(2, hidden=(4,), stochastic=True)
-      >>> (mean, log_var), _ = jax.eval_shape(
-      ...     encoder.init_with_output, jax.random.key(0), jnp.ones((3, 8, 8)))
-      >>> mean.shape, log_var.shape
-      ((3, 2), (3, 2))
-    """
+    """Encodes `x: [B, ...]` (floating, flattened per example) to codes
+    `[B, h]` or `(mean, log_var)`; `train` is unused (a uniform interface)."""
     _checks.python_bool("train", train)
     x = _check_batch("x", x, min_rank=2)
     x = x.reshape(x.shape[0], -1)
@@ -285,10 +192,6 @@ class MLPDecoder(nn.Module):
     width: factor scaling every hidden width (`scale_width`; default 1).
     dtype: computation dtype (parameters stay float32); None (default) infers
       it.
-
-  Raises:
-    ValueError: out_dim, hidden or width invalid (at construction).
-    TypeError: dtype not floating.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -313,20 +216,7 @@ class MLPDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
-    """Decodes codes `z: [B, h]` to `[B, *out_dim]`; `train` is unused.
-
-    Raises:
-      ValueError: `z` not of rank 2.
-      TypeError: `z` not floating, or `train` not a bool.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from couae_jax import models
-      >>> x_hat, _ = jax.eval_shape(models.MLPDecoder(3).init_with_output,
-      ...                           jax.random.key(0), jnp.ones((4, 2)))
-      >>> x_hat.shape
-      (4, 3)
-    """
+    """Decodes codes `z: [B, h]` to `[B, *out_dim]`; `train` is unused."""
     _checks.python_bool("train", train)
     z = _check_batch("z", z, rank=2)
     for features in self.hidden:
@@ -372,10 +262,6 @@ class ConvEncoder(nn.Module):
     kernel_size: the side k of the square kernels, an int >= 1 (default
       `DEFAULT_KERNEL_SIZE`, 4; WAE's CelebA encoder uses 5).
 
-  Raises:
-    ValueError: latent_dim, width or kernel_size invalid (at construction).
-    TypeError: stochastic not a bool, dtype not floating, axis_name not a str.
-
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from couae_jax import models
@@ -384,10 +270,6 @@ class ConvEncoder(nn.Module):
     >>> variables = jax.eval_shape(encoder.init, jax.random.key(0), x)
     >>> sorted(variables), variables["params"]["Conv_1"]["kernel"].shape
     (['batch_stats', 'params'], (4, 4, 8, 16))
-    >>> wae = models.ConvEncoder(latent_dim=4, width=1 / 16, kernel_size=5)
-    >>> jax.eval_shape(wae.init, jax.random.key(0), x)["params"]["Conv_1"][
-    ...     "kernel"].shape
-    (5, 5, 8, 16)
   """
   latent_dim: int
   width: float = 1.0
@@ -398,36 +280,16 @@ class ConvEncoder(nn.Module):
 
   def __post_init__(self):
     _checks.positive_int("latent_dim", self.latent_dim)
-    _checks.positive_number("width", self.width)
     _checks.python_bool("stochastic", self.stochastic)
-    _check_dtype(self.dtype)
-    _checks.axis_name("axis_name", self.axis_name)
-    _checks.positive_int("kernel_size", self.kernel_size)
+    _check_conv_fields(self)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> Encoding:
-    """Encodes images `x: [B, H, W, C]` to codes `[B, h]` or `(mean, log_var)`.
-
-    Args:
-      x: images, NHWC, floating, in the range the decoder is trained to
-        output; H and W even and >= 4 (`conv_stages`).
-      train: BatchNorm normalises with batch statistics and updates its
-        running averages (`mutable=['batch_stats']`) when True, and uses the
-        running averages when False (default).
-
-    Raises:
-      ValueError: `x` not of rank 4, or an image size `conv_stages` rejects.
-      TypeError: `x` not floating, or `train` not a bool.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from couae_jax import models
-      >>> codes, _ = jax.eval_shape(models.ConvEncoder(4).init_with_output,
-      ...                           jax.random.key(0), jnp.ones((2, 8, 8, 1)))
-      >>> codes.shape
-      (2, 4)
-    """
+    """Encodes images `x: [B, H, W, C]` (H, W even and >= 4,
+    `conv_stages`) to codes `[B, h]` or `(mean, log_var)`. With `train`,
+    BatchNorm normalises with batch statistics and updates its running
+    averages (`mutable=['batch_stats']`); without, it uses them."""
     _checks.python_bool("train", train)
     x = _check_batch("x", x, rank=4)
     stages = conv_stages(tuple(x.shape[1:]), name="x.shape[1:]")
@@ -460,16 +322,7 @@ class ConvDecoder(nn.Module):
     out_shape: `(height, width, channels)` of the images, a tuple that
       `conv_stages` accepts.
     width: factor scaling every channel count (`scale_width`; default 1).
-    dtype: computation dtype (parameters stay float32); None (default) infers
-      it.
-    axis_name: BatchNorm's data-parallel axis, as in `ConvEncoder` (default
-      None).
-    kernel_size: the side k of the square kernels, an int >= 1 (default
-      `DEFAULT_KERNEL_SIZE`, 4; WAE's CelebA decoder uses 5).
-
-  Raises:
-    ValueError: out_shape, width or kernel_size invalid (at construction).
-    TypeError: dtype not floating, axis_name not a str.
+    dtype, axis_name, kernel_size: as in `ConvEncoder`.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -479,10 +332,6 @@ class ConvDecoder(nn.Module):
     >>> variables = jax.eval_shape(decoder.init, jax.random.key(0), z)
     >>> variables["params"]["Dense_0"]["kernel"].shape  # to a 2×2×64 map
     (4, 256)
-    >>> wae = models.ConvDecoder((8, 8, 1), width=1 / 16, kernel_size=5)
-    >>> jax.eval_shape(wae.init, jax.random.key(0), z)["params"]["output"][
-    ...     "kernel"].shape
-    (5, 5, 16, 1)
   """
   out_shape: tuple[int, int, int]
   width: float = 1.0
@@ -492,33 +341,13 @@ class ConvDecoder(nn.Module):
 
   def __post_init__(self):
     conv_stages(self.out_shape, name="out_shape")
-    _checks.positive_number("width", self.width)
-    _check_dtype(self.dtype)
-    _checks.axis_name("axis_name", self.axis_name)
-    _checks.positive_int("kernel_size", self.kernel_size)
+    _check_conv_fields(self)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
-    """Decodes codes `z: [B, h]` to images `[B, H, W, C]`.
-
-    Args:
-      z: floating codes.
-      train: BatchNorm mode, as in `ConvEncoder` (default False).
-
-    Raises:
-      ValueError: `z` not of rank 2.
-      TypeError: `z` not floating, or `train` not a bool.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from couae_jax import models
-      >>> decoder = models.ConvDecoder((8, 8, 1), width=1 / 16)
-      >>> x_hat, _ = jax.eval_shape(decoder.init_with_output,
-      ...                           jax.random.key(0), jnp.ones((2, 4)))
-      >>> x_hat.shape
-      (2, 8, 8, 1)
-    """
+    """Decodes codes `z: [B, h]` to images `[B, *out_shape]`; `train` as
+    in `ConvEncoder`."""
     _checks.python_bool("train", train)
     z = _check_batch("z", z, rank=2)
     height, width, channels = self.out_shape
@@ -543,20 +372,9 @@ class ConvDecoder(nn.Module):
 
 def reparameterize(key: jax.Array, mean: jax.Array,
                    log_var: jax.Array) -> jax.Array:
-  """Samples `z = mean + exp(log_var / 2) · ε` with `ε ~ N(0, I)`.
-
-  Args:
-    key: one PRNG key (`jax.random.key` or raw `jax.random.PRNGKey` data).
-    mean: the Gaussian's mean, `[B, h]` (any shape), floating.
-    log_var: its log-variance, the shape and dtype of `mean`.
-
-  Returns:
-    `z`, the shape and dtype of `mean`.
-
-  Raises:
-    TypeError: `key` not a single PRNG key, `mean` or `log_var` not floating,
-      or their dtypes differ.
-    ValueError: `mean` and `log_var` of different shapes.
+  """Samples `z = mean + exp(log_var / 2) · ε` with `ε ~ N(0, I)`: `key` one
+  PRNG key, `mean` and `log_var` floating arrays of one shape and dtype
+  (`[B, h]` or any), `z` of theirs.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -576,28 +394,11 @@ class Autoencoder(nn.Module):
   """An encoder and a decoder trained together.
 
   Parameters live under `params/encoder` and `params/decoder` (BatchNorm
-  statistics likewise under `batch_stats`). Run one half inside `apply` with
-  `method`:
-
-      codes = model.apply(variables, x, method=Autoencoder.encode)
-      x_hat, updates = model.apply(variables, z, train=True,
-                                   method=Autoencoder.decode,
-                                   mutable=["batch_stats"])
-
-  or both halves and anything between them with a function of the bound
-  module, e.g. `method=lambda m, x: m.decode(m.encode(x, train=True) + ...)`.
-
-  With this module's encoders and decoders, inputs are checked against the
-  pair: `x` must be `[B, *data_shape]` (the decoder's output shape) and `z`
-  must be `[B, h]` (the encoder's `latent_dim`).
-
-  Attributes:
-    encoder: a module mapping `[B, *data_shape]` to codes `[B, h]` or
-      `(mean, log_var)`.
-    decoder: a module mapping `[B, h]` to `[B, *data_shape]`.
-
-  Raises:
-    TypeError: encoder or decoder not a Flax module.
+  statistics under `batch_stats`). Run a half with
+  `model.apply(variables, x, method=Autoencoder.encode)`, or both and
+  anything between them with a function of the bound module (as
+  `train.train_step` does). With this module's networks, `x` is checked to
+  be `[B, *data_shape]` and `z` `[B, h]`.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -634,24 +435,9 @@ class Autoencoder(nn.Module):
     return None
 
   def encode(self, x: jax.Array, *, train: bool = False) -> Encoding:
-    """Codes `[B, h]` of `x: [B, *data_shape]`, or `(mean, log_var)`.
+    """Codes `[B, h]` (or `(mean, log_var)`) of `x: [B, *data_shape]`.
 
-    Args:
-      x: a floating batch of examples.
-      train: the encoder's training mode (default False).
-
-    Raises:
-      ValueError: `x` not of shape `[B, *data_shape]`.
-      TypeError: `x` not floating, or `train` not a bool.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from couae_jax import models
-      >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,))
-      >>> x = jnp.ones((5, 2))
-      >>> variables = model.init(jax.random.key(0), x)
-      >>> model.apply(variables, x, method=models.Autoencoder.encode).shape
-      (5, 3)
+    `train`: the encoder's training mode.
     """
     _checks.python_bool("train", train)
     data_shape = self.data_shape
@@ -660,25 +446,7 @@ class Autoencoder(nn.Module):
     return self.encoder(x, train=train)
 
   def decode(self, z: jax.Array, *, train: bool = False) -> jax.Array:
-    """Reconstructions `[B, *data_shape]` of codes `z: [B, h]`.
-
-    Args:
-      z: a floating batch of codes.
-      train: the decoder's training mode (default False).
-
-    Raises:
-      ValueError: `z` not of shape `[B, h]`.
-      TypeError: `z` not floating, or `train` not a bool.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from couae_jax import models
-      >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,))
-      >>> variables = model.init(jax.random.key(0), jnp.ones((1, 2)))
-      >>> z = jnp.zeros((5, 3))
-      >>> model.apply(variables, z, method=models.Autoencoder.decode).shape
-      (5, 2)
-    """
+    """Reconstructions `[B, *data_shape]` of codes `z: [B, h]`."""
     _checks.python_bool("train", train)
     latent_dim = getattr(self.encoder, "latent_dim", None)
     if latent_dim is not None:
@@ -687,35 +455,11 @@ class Autoencoder(nn.Module):
 
   def __call__(self, x: jax.Array, *,
                train: bool = False) -> tuple[Encoding, jax.Array]:
-    """Encodes and decodes `x`; returns `(codes_or_stats, reconstruction)`.
-
-    A stochastic encoder's code is sampled with `reparameterize` from the RNG
-    stream `LATENT_RNG` when `train` is True (pass `rngs={'latent': key}`),
-    and is the posterior mean otherwise (default).
-
-    Raises:
-      ValueError, TypeError: as `encode`.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from couae_jax import models
-      >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,),
-      ...                                 stochastic=True)
-      >>> x = jnp.ones((5, 2))
-      >>> variables = model.init(jax.random.key(0), x)
-      >>> (mean, log_var), x_hat = model.apply(
-      ...     variables, x, train=True, rngs={"latent": jax.random.key(1)})
-      >>> mean.shape, x_hat.shape
-      ((5, 3), (5, 2))
-    """
+    """`(encode(x), decode(codes))`, a Gaussian encoder's codes its mean:
+    what `init` runs to create both halves' variables."""
     encoding = self.encode(x, train=train)
-    if isinstance(encoding, tuple):
-      mean, log_var = encoding
-      z = (reparameterize(self.make_rng(LATENT_RNG), mean, log_var)
-           if train else mean)
-    else:
-      z = encoding
-    return encoding, self.decode(z, train=train)
+    codes = encoding[0] if isinstance(encoding, tuple) else encoding
+    return encoding, self.decode(codes, train=train)
 
 
 def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
@@ -727,34 +471,11 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
                      kernel_size: int = DEFAULT_KERNEL_SIZE) -> Autoencoder:
   """Builds the encoder/decoder pair for data of shape `data_shape`.
 
-  Args:
-    kind: 'mlp' (`MLPEncoder`/`MLPDecoder`) or 'conv'
-      (`ConvEncoder`/`ConvDecoder`, `data_shape = (H, W, C)`).
-    data_shape: shape of one example, without the batch dimension, a tuple or
-      list of positive ints, e.g. `(2,)` for Grid, `(64, 64, 3)` for CelebA.
-    latent_dim: the code size h, an int >= 1.
-    width: factor scaling all hidden widths and channels (default 1).
-    hidden: the MLPs' hidden widths at width 1 (encoder order; the decoder
-      mirrors them; default `(128, 128)`). Unused by 'conv'.
-    stochastic: Gaussian encoder returning `(mean, log_var)` (VAE; default
-      False).
-    dtype: computation dtype of every layer; None (default) infers it.
-    axis_name: the data-parallel mesh axis BatchNorm averages over in training
-      (conv only; MLPs have no BatchNorm; default None).
-    kernel_size: the side of the conv nets' square kernels, an int >= 1
-      (default `DEFAULT_KERNEL_SIZE`, 4; WAE's CelebA nets use 5). Checked
-      for 'mlp' too, but unused.
-
-  Returns:
-    An unbound `Autoencoder`; call `init(key, x)` with a batch
-    `x: [B, *data_shape]`.
-
-  Raises:
-    ValueError: naming the first invalid of kind, data_shape (also an image
-      shape `conv_stages` rejects, for 'conv'), hidden, kernel_size,
-      latent_dim, width.
-    TypeError: kind not a str, stochastic not a bool, dtype not floating,
-      axis_name not a str.
+  `kind` 'mlp' (`MLPEncoder`/`MLPDecoder`, the decoder mirroring `hidden`)
+  or 'conv' (`ConvEncoder`/`ConvDecoder`, `data_shape = (H, W, C)`, with
+  `axis_name` and `kernel_size`); the other arguments are the modules'
+  attributes. Returns an unbound `Autoencoder`: `init(key, x)` with a batch
+  `x: [B, *data_shape]`.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -790,96 +511,32 @@ def make_autoencoder(kind: str, data_shape: Sequence[int], latent_dim: int, *,
                   axis_name=axis_name, kernel_size=kernel_size))
 
 
-def min_parameter_count(kind: str, latent_dim: int, *, width: float = 1.0,
-                        hidden: Sequence[int] = (128, 128),
-                        stochastic: bool = False,
-                        kernel_size: int = DEFAULT_KERNEL_SIZE) -> int:
-  """A lower bound on the parameters of `make_autoencoder(kind, ...)` at any
-  data shape, without building it.
-
-  Counts the weights of the layers every data shape has (for 'mlp' the
-  hidden-to-hidden and code layers; for 'conv' one stage of each network,
-  the code layers and the decoder's first transposed convolution), so a
-  configuration can be sized before its data are loaded: a width of 1000 is
-  already tens of billions of parameters.
-
-  Args:
-    kind: 'mlp' or 'conv'.
-    latent_dim, width, hidden, stochastic, kernel_size: as in
-      `make_autoencoder`, taken as valid.
-
-  Returns:
-    An int, at most the networks' parameter count at every data shape.
-
-  Example:
-    >>> from couae_jax import models
-    >>> models.min_parameter_count("mlp", 3, width=1000.0) > 3e10
-    True
-  """
-  def units(features):
-    return scale_width(features, width)
-  heads = 2 if stochastic else 1
-  if kind == "mlp":
-    widths = [units(w) for w in hidden]
-    between = sum(a * b for a, b in itertools.pairwise(widths))
-    # The input and output layers have at least one feature each.
-    return (2 * between + (heads + 1) * latent_dim * widths[-1]
-            + 2 * widths[0])
-  k2 = kernel_size ** 2
-  first, last = ENCODER_CHANNELS[0], ENCODER_CHANNELS[-1]
-  fewest = units(last // 2**MAX_DECODER_STAGES)  # the decoder's last stage
-  # The encoder's first convolution (one input channel at least) and code
-  # layer; the decoder's dense layer, first transposed convolution and
-  # output convolution.
-  return (k2 * units(first) + heads * latent_dim * units(first)
-          + latent_dim * units(last) + k2 * units(last) * units(last // 2)
-          + k2 * fewest)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _apply(method, model: Autoencoder, variables: Any, inputs: jax.Array):
+  # `apply` is typed for `mutable=` too; without it, it returns the output.
+  return model.apply(variables, inputs, method=method)
 
 
-def _check_model(model, variables) -> None:
+def _run_half(method, model, variables, inputs):
+  """`method` (`Autoencoder.encode` or `.decode`) of a trained `model`."""
   if not isinstance(model, Autoencoder):
     raise TypeError(
         f"model must be an Autoencoder (see make_autoencoder); got "
         f"{type(model).__name__}.")
   if not isinstance(variables, Mapping):
-    raise TypeError(
-        f"variables must be the mapping `model.init` returns; got "
-        f"{type(variables).__name__}.")
+    raise TypeError(f"variables must be the mapping `model.init` returns; "
+                    f"got {type(variables).__name__}.")
   if "params" not in variables:
-    raise ValueError(
-        f"variables must hold a 'params' collection, as `model.init` "
-        f"returns; got the collections {sorted(variables)}.")
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:
-  # `apply` is typed for `mutable=` too; without it, it returns the output.
-  return cast(Encoding, model.apply(variables, x, method=Autoencoder.encode))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _decode(model: Autoencoder, variables: Any, z: jax.Array) -> jax.Array:
-  return cast(jax.Array, model.apply(variables, z, method=Autoencoder.decode))
+    raise ValueError(f"variables must hold a 'params' collection, as "
+                     f"`model.init` returns; got {sorted(variables)}.")
+  return _apply(method, model, variables, inputs)
 
 
 def encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:
-  """Encodes `x: [B, *data_shape]` with restored `variables`, in inference mode.
-
-  BatchNorm uses its running averages; jitted per model and input shape.
-
-  Args:
-    model: the (unbound) `Autoencoder`.
-    variables: its variables, `{'params': ..., 'batch_stats': ...}` as
-      `model.init` returns them (`batch_stats` only for conv models).
-    x: a floating batch of examples.
-
-  Returns:
-    Codes `[B, h]`, or `(mean, log_var)` for a stochastic encoder.
-
-  Raises:
-    TypeError: model not an `Autoencoder`, variables not a mapping, `x` not
-      floating.
-    ValueError: no 'params' in variables, or `x` not `[B, *data_shape]`.
+  """Encodes `x: [B, *data_shape]` with trained `variables`
+  (`{'params': ..., 'batch_stats': ...}` as `model.init` returns them) in
+  inference mode, BatchNorm on its running averages; jitted per model and
+  input shape. Returns codes `[B, h]`, or `(mean, log_var)`.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -889,40 +546,16 @@ def encode(model: Autoencoder, variables: Any, x: jax.Array) -> Encoding:
     >>> models.encode(model, variables, jnp.ones((5, 2))).shape
     (5, 3)
   """
-  _check_model(model, variables)
-  return _encode(model, variables, x)
+  return cast(Encoding, _run_half(Autoencoder.encode, model, variables, x))
 
 
 def decode(model: Autoencoder, variables: Any, z: jax.Array) -> jax.Array:
-  """Decodes codes `z: [B, h]` with restored `variables`, in inference mode.
-
-  Args:
-    model: the (unbound) `Autoencoder`.
-    variables: its variables, as for `encode`.
-    z: a floating batch of codes.
-
-  Returns:
-    Reconstructions `[B, *data_shape]`.
-
-  Raises:
-    TypeError: model not an `Autoencoder`, variables not a mapping, `z` not
-      floating.
-    ValueError: no 'params' in variables, or `z` not `[B, h]`.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> from couae_jax import models
-    >>> model = models.make_autoencoder("mlp", (2,), 3, hidden=(8,))
-    >>> variables = model.init(jax.random.key(0), jnp.ones((1, 2)))
-    >>> models.decode(model, variables, jnp.zeros((5, 3))).shape
-    (5, 2)
-  """
-  _check_model(model, variables)
-  return _decode(model, variables, z)
+  """Decodes codes `z: [B, h]` to `[B, *data_shape]`, as `encode` encodes."""
+  return cast(jax.Array, _run_half(Autoencoder.decode, model, variables, z))
 
 
 __all__ = [
-    "DEFAULT_KERNEL_SIZE", "ENCODER_CHANNELS", "LATENT_RNG",
+    "DEFAULT_KERNEL_SIZE", "ENCODER_CHANNELS",
     "MAX_DECODER_STAGES", "MIN_FEATURE_SIZE",
     "Autoencoder", "ConvDecoder", "ConvEncoder", "Encoding", "MLPDecoder",
     "MLPEncoder", "conv_stages", "decode", "encode", "make_autoencoder",

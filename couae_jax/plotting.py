@@ -76,7 +76,7 @@ def save_figures(directory: str, trained, data: np.ndarray, *,
   Args:
     directory: the folder to write into (str or `os.PathLike`), created with
       its parents if missing; files of the same step are overwritten.
-    trained: a `couae_jax.checkpointing.TrainedModel`, or any object with its
+    trained: a `couae_jax.inference.TrainedModel`, or any object with its
       `step`, `config` (`config.model` titles the figures), `data_shape`,
       `encode`, `reconstruct`, `sample` and `sample_prior`.
     data: `[n, *trained.data_shape]` floating examples, n >= 1; C in
@@ -96,10 +96,10 @@ def save_figures(directory: str, trained, data: np.ndarray, *,
   Example:
     >>> import os, tempfile
     >>> import jax, jax.numpy as jnp
-    >>> from couae_jax import checkpointing, config, models, plotting
+    >>> from couae_jax import config, inference, models, plotting
     >>> model = models.make_autoencoder("mlp", (2,), 2, hidden=(8,))
     >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 2)))
-    >>> trained = checkpointing.TrainedModel(
+    >>> trained = inference.TrainedModel(
     ...     model=model, params=variables["params"], batch_stats={},
     ...     config=config.TrainConfig(latent_dim=2), step=7, data_shape=(2,))
     >>> data = jax.random.normal(jax.random.key(1), (64, 2))
@@ -113,7 +113,7 @@ def save_figures(directory: str, trained, data: np.ndarray, *,
   missing = [a for a in _TRAINED_ATTRIBUTES if not hasattr(trained, a)]
   if missing:
     raise TypeError(
-        f"trained must be a TrainedModel (couae_jax.checkpointing); got "
+        f"trained must be a TrainedModel (couae_jax.inference); got "
         f"{type(trained).__name__}, which lacks {', '.join(missing)}.")
   data = _check_data(data, tuple(trained.data_shape))
   _checks.prng_key("key", key)

@@ -150,11 +150,7 @@ class ScaledPrior:
 
   Attributes:
     prior: the unscaled sampler, `prior(key, shape, dtype)`.
-    scale: the factor, a finite number > 0.
-
-  Raises:
-    TypeError: `prior` not callable.
-    ValueError: `scale` not a finite number > 0.
+    scale: the factor, a finite number > 0 (else errors as `scaled`).
 
   Example:
     >>> import jax

@@ -30,12 +30,11 @@ import pathlib
 import statistics
 import time
 
-import jax
 import numpy as np
 
 from couae_jax import config as config_lib
-from couae_jax import loop
-from couae_jax import train
+from couae_jax import ensemble, train
+from couae_jax import objective as objective_lib
 from experiments import _bench
 
 SEEDS, STEPS = 3, 10
@@ -51,7 +50,7 @@ WORKLOADS = {
                                             latent_dim=64, width=1 / 16,
                                             batch_size=64)),
 }
-RUNNERS = {"vmap": loop._VmappedMembers, "loop": loop._LoopedMembers}
+RUNNERS = {"vmap": ensemble.Vmapped, "loop": ensemble.Looped}
 
 
 def measure(name: str, repeats: int) -> dict:
@@ -65,8 +64,9 @@ def measure(name: str, repeats: int) -> dict:
   def init_member(seed):
     return train.init_state(model, optimizer, example, seed)
 
-  step_kwargs = dict(model=model, regularizer=train.make_regularizer(config),
-                     optimizer=optimizer, lam=config.lam)
+  step_kwargs = dict(model=model,
+                     objective=objective_lib.make_objective(config),
+                     optimizer=optimizer)
   local = np.random.default_rng(0).random(
       (STEPS, SEEDS, config.batch_size, *shape), dtype=np.float32)
   runners, compile_s = {}, {}

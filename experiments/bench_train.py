@@ -25,7 +25,7 @@ reports
       without MMD is the same step with a regulariser that returns the codes
       and a zero penalty (no prior draw, no mmd2, everything else unchanged);
     - alone: t(MMD term) / t(step), where the MMD term is the trainer's own
-      regulariser (`train.make_regularizer`: same prior draw, kernel and block
+      regulariser (`objective.make_objective`: same prior draw, kernel and block
       size) differentiated w.r.t. codes of the batch's shape, under the same
       mesh and sharding.
 
@@ -68,6 +68,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from couae_jax import config as config_lib
+from couae_jax import objective as objective_lib
 from couae_jax import train
 from experiments import _bench
 
@@ -123,17 +124,19 @@ class Settings:
 # What is timed.
 
 
-def without_mmd(encoding, key, axis_name):
-  """The CouAE regulariser with the MMD term removed: codes, zero penalty."""
-  del key, axis_name
-  return encoding, jnp.zeros((), encoding.dtype)
+class WithoutMMD(objective_lib.Objective):
+  """The CouAE objective with the MMD term removed: codes, zero penalty."""
+
+  def regularize(self, encoding, key, axis_name):
+    del key, axis_name
+    return encoding, jnp.zeros((), encoding.dtype)
 
 
-def mmd_term(mesh, regularizer: train.Regularizer):
+def mmd_term(mesh, objective: objective_lib.Objective):
   """`f(codes, key) -> (penalty, d penalty / d codes)`, SPMD over `mesh`."""
   def local(codes, key):
     return jax.value_and_grad(
-        lambda c: regularizer(c, key, DATA_AXIS)[1])(codes)
+        lambda c: objective.regularize(c, key, DATA_AXIS)[1])(codes)
 
   return jax.jit(jax.shard_map(local, mesh=mesh,
                                in_specs=(P(DATA_AXIS), P()),
@@ -176,21 +179,23 @@ def measure(workload: Workload, batch: int, mesh, repeats: int) -> dict:
   """Times the step, the step without MMD and the MMD term at `batch`."""
   config = workload.config.replace(batch_size=batch)
   config_lib.validate(config, devices=mesh.size)
-  regularizer = train.make_regularizer(config)
+  objective = objective_lib.make_objective(config)
+  without = WithoutMMD(**{field.name: getattr(objective, field.name)
+                          for field in dataclasses.fields(objective)})
   data = sharded_random(mesh, (batch, *workload.data_shape), workload.sample)
   codes = sharded_random(mesh, (batch, config.latent_dim), normal)
 
-  def step(regularizer):
+  def step(objective):
     jitted = train.make_parallel_step(
-        mesh, model=workload.model, regularizer=regularizer,
-        optimizer=workload.optimizer, lam=config.lam)
+        mesh, model=workload.model, objective=objective,
+        optimizer=workload.optimizer)
     return _bench.Timed(jitted, (jax.tree.map(jnp.copy, workload.state), data),
                  threaded=True)
 
   functions = {
-      STEP: step(regularizer),
-      STEP_WITHOUT_MMD: step(without_mmd),
-      MMD_TERM: _bench.Timed(mmd_term(mesh, regularizer),
+      STEP: step(objective),
+      STEP_WITHOUT_MMD: step(without),
+      MMD_TERM: _bench.Timed(mmd_term(mesh, objective),
                       (codes, jax.random.key(0)), threaded=False),
   }
   timings = _bench.time_interleaved(functions, repeats)

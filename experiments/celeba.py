@@ -89,7 +89,8 @@ def model_config(name: str, data_dir: str, seed: int, steps: int,
   config = config_lib.TrainConfig(
       **SHARED | MODELS[name] | dict(data_path=data_dir, seed=seed,
                                      steps=steps))
-  return config_lib.parse_overrides(config, overrides)
+  return config_lib.without_unread_fields(  # e.g. eps: CouAE's only
+      config_lib.parse_overrides(config, overrides))
 
 
 def generate_images(trained, n: int, seed: int) -> np.ndarray:

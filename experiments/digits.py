@@ -208,7 +208,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         **SHARED | MODELS[name] | dict(
             data_path=train_path, seed=seed, steps=steps,
             width=preset["width"]))
-    return config_lib.parse_overrides(config, overrides)
+    return config_lib.without_unread_fields(  # e.g. eps: CouAE's only
+        config_lib.parse_overrides(config, overrides))
 
   for name in models:  # reject bad overrides before any training
     config_lib.validate(make_config(name, seeds[0]))

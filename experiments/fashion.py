@@ -534,7 +534,8 @@ def parse_args(argv: Optional[list[str]]):
         **SHARED | MODELS[name] | dict(
             data_path=os.path.abspath(args.data_dir), latent_dim=dim,
             seed=seed, steps=steps, width=preset["width"]))
-    config = config_lib.parse_overrides(config, overrides)
+    config = config_lib.without_unread_fields(  # e.g. eps: CouAE's only
+        config_lib.parse_overrides(config, overrides))
     return config.replace(width=config.width * width_factor)
 
   try:  # reject bad overrides before any training

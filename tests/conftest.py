@@ -7,14 +7,40 @@ NumPy broadcasting in float64 and the kernels from their closed forms.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
+import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 from couae_jax import kernels
+
+
+def _share_compiled_programs() -> None:
+  """One XLA compilation cache for the whole test session, in a fresh
+  temporary directory removed at exit: a program compiled once (the tiny
+  trainer's step, by every `loop.fit` of the same config, in process or in
+  the training processes the tests start, which inherit it through the
+  environment) is loaded, not compiled again. Every program is still
+  compiled once per session; nothing carries over between sessions. The size
+  limit turns on the cache's file lock, which several processes need."""
+  if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # a session's own process
+    return
+  directory = tempfile.mkdtemp(prefix="couae-jax-tests-xla-cache-")
+  atexit.register(shutil.rmtree, directory, ignore_errors=True)
+  settings = {"jax_compilation_cache_dir": directory,
+              "jax_compilation_cache_max_size": 8 << 30}
+  for name, value in settings.items():
+    os.environ[name.upper()] = str(value)
+    jax.config.update(name, value)
+
+
+_share_compiled_programs()
 
 try:  # The config context manager moved to the top level in newer JAX.
   _enable_x64 = jax.enable_x64
@@ -54,6 +80,30 @@ def np_rng() -> np.random.Generator:
 def enable_x64():
   with _enable_x64(True):
     yield
+
+
+#: The tiny Grid run of the trainer tests: small MLPs, full batch, a few
+#: seconds. `tests/test_train.py` and `tests/test_checkpoint_safety.py` use it.
+TINY_TRAIN = dict(data="grid", latent_dim=3, hidden=(32, 32), batch_size=500,
+                  log_every=10, checkpoint_every=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_grid_run(tmp_path_factory):
+  """`loop.fit` of `TrainConfig(steps=20, **TINY_TRAIN)` in a session-wide
+  workdir (checkpoints 10 and 20, metrics, figures) and what it returned.
+
+  Trained once for every test that reads a finished run; tests that change
+  the workdir copy it first (it must stay as the run left it).
+  """
+  from couae_jax import config as config_lib
+  from couae_jax import loop
+  config = config_lib.TrainConfig(steps=20, **TINY_TRAIN)
+  workdir = tmp_path_factory.mktemp("tiny_grid_run")
+  # optax/flax promote (the `standard_promotion` of the trainer tests).
+  with jax.numpy_dtype_promotion("standard"):
+    trained = loop.fit(config, str(workdir), progress=False)
+  return workdir, trained
 
 
 # ----------------------------------------------------------------------------

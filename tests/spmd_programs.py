@@ -7,6 +7,8 @@ distributed runtime are fixed per process).
       global batch; writes the largest parameter and metric differences.
   python tests/spmd_programs.py mmd-equivalence OUT.json
       likewise for `mmd2(..., axis_name=)` against `mmd2` on the global batch.
+  python tests/spmd_programs.py all OUT.json
+      both, in one process: {program name: its result}.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from couae_jax import config as config_lib
 from couae_jax import kernels, mmd
+from couae_jax import objective as objective_lib
 from couae_jax import train as train_lib
 
 
@@ -39,8 +43,8 @@ def _one_step(config, mesh, data):
       lambda: train_lib.init_state(model, optimizer, data[:1], config.seed),
       out_shardings=NamedSharding(mesh, P()))()
   step = train_lib.make_parallel_step(
-      mesh, model=model, regularizer=train_lib.make_regularizer(config),
-      optimizer=optimizer, lam=config.lam)
+      mesh, model=model, objective=objective_lib.make_objective(config),
+      optimizer=optimizer)
   batch = jax.device_put(data, NamedSharding(mesh, P(train_lib.DATA_AXIS)))
   for _ in range(2):
     state, metrics = step(state, batch)
@@ -108,9 +112,15 @@ def mmd_equivalence() -> dict:
   return results
 
 
+PROGRAMS = {"step-equivalence": step_equivalence,
+            "mmd-equivalence": mmd_equivalence}
+
+
 if __name__ == "__main__":
   program, out = sys.argv[1], sys.argv[2]
-  result = {"step-equivalence": step_equivalence,
-            "mmd-equivalence": mmd_equivalence}[program]()
+  if program == "all":  # one process (one JAX start-up) for every program
+    result = {name: run() for name, run in PROGRAMS.items()}
+  else:
+    result = PROGRAMS[program]()
   with open(out, "w") as f:
     json.dump(result, f, indent=1)

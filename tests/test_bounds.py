@@ -6,11 +6,11 @@ import functools
 import math
 
 import hypothesis
-from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 from scipy import optimize
 
 from couae_jax import bounds, kernels, mmd

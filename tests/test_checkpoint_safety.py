@@ -27,9 +27,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from couae_jax import checkpointing
+from couae_jax import checkpointing, inference, loop
 from couae_jax import config as config_lib
-from couae_jax import loop
 from couae_jax import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -56,10 +55,12 @@ def _logged_steps(workdir) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-  """A finished 20-step run (checkpoints 10 and 20) and its parameters."""
-  workdir = tmp_path_factory.mktemp("finished")
-  trained = loop.fit(CONFIG, str(workdir), progress=False)
+def finished(tiny_grid_run):
+  """A finished 20-step run (checkpoints 10 and 20) and its parameters: the
+  session's `tiny_grid_run` (conftest), which is this CONFIG's run. Read
+  only; `run_copy` is the copy a test may change."""
+  workdir, trained = tiny_grid_run
+  assert trained.config == CONFIG
   return workdir, jax.device_get(trained.params)
 
 
@@ -150,12 +151,12 @@ def test_restore_detects_a_corrupt_checkpoint_and_falls_back(run_copy, kind):
   corrupt(run_copy / "checkpoints" / "20")
   with pytest.raises(checkpointing.CheckpointCorruptError,
                      match=f"step 20 is corrupt: .*{re.escape(reason)}") as error:
-    checkpointing.restore(str(run_copy), step=20)
+    inference.restore(str(run_copy), step=20)
   assert error.value.step == 20
   with pytest.warns(checkpointing.CheckpointWarning,
                     match=f"skipped the checkpoint of step 20 .*{re.escape(reason)}.*"
                           "restored step 10, the newest good one"):
-    assert checkpointing.restore(str(run_copy)).step == 10
+    assert inference.restore(str(run_copy)).step == 10
   assert _steps(run_copy) == [10, 20]  # restoring only reads
 
 
@@ -176,7 +177,7 @@ def test_resume_falls_back_to_the_newest_good_checkpoint(run_copy, finished,
                                                   ).read_text()
   assert _steps(run_copy) == [10, 20]
   assert _same(resumed.params, finished[1])
-  assert _same(checkpointing.restore(str(run_copy)).params, finished[1])
+  assert _same(inference.restore(str(run_copy)).params, finished[1])
   assert _logged_steps(run_copy) == [10, 20]
 
 
@@ -190,7 +191,7 @@ def test_every_checkpoint_corrupt_stops_instead_of_starting_afresh(run_copy):
   assert _steps(run_copy) == [10, 20]  # nothing moved or deleted
   with pytest.raises(checkpointing.CheckpointCorruptError,
                      match="no checkpoint under .* can be restored"):
-    checkpointing.restore(str(run_copy))
+    inference.restore(str(run_copy))
 
 
 def test_an_ensemble_falls_back_to_a_step_every_seed_holds(tmp_path):
@@ -257,7 +258,7 @@ def test_an_old_checkpoint_without_checksums_restores_and_resumes(finished,
   with pytest.warns(checkpointing.CheckpointWarning,
                     match="step 10 .* has no checksums.*integrity cannot be "
                           "verified"):
-    restored = checkpointing.restore(str(tmp_path))
+    restored = inference.restore(str(tmp_path))
   assert restored.step == 10 and _same(restored.params, state.params)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -269,7 +270,7 @@ def test_an_old_checkpoint_without_checksums_restores_and_resumes(finished,
   # What it saved since is verified, with no warning.
   with warnings.catch_warnings():
     warnings.simplefilter("error", checkpointing.CheckpointWarning)
-    assert checkpointing.restore(str(tmp_path)).step == 20
+    assert inference.restore(str(tmp_path)).step == 20
 
 
 def test_resume_refuses_other_data_at_the_same_path(tmp_path):
@@ -330,7 +331,7 @@ def test_a_checkpoint_of_another_version_names_the_fields(tmp_path):
       saver.check_config(CONFIG)
     saver.close()
     with pytest.raises(checkpointing.ConfigMismatchError, match=message):
-      checkpointing.restore(str(workdir))
+      inference.restore(str(workdir))
 
 
 def test_another_state_structure_is_not_taken_for_corruption(tmp_path):
@@ -571,13 +572,13 @@ def test_kill_trials_lose_at_most_one_checkpoint_interval(tmp_path):
         json.loads(lines[-2])["step"]
     with warnings.catch_warnings():
       warnings.simplefilter("error", checkpointing.CheckpointWarning)
-      restored = checkpointing.restore(str(workdir)).step
+      restored = inference.restore(str(workdir)).step
     lost.append(last - restored)
     if trial == 0:
       assert _cli(workdir, config).wait() == 0
       assert reference.wait() == 0
-      assert _same(checkpointing.restore(str(workdir)).params,
-                   checkpointing.restore(str(tmp_path / "reference")).params)
+      assert _same(inference.restore(str(workdir)).params,
+                   inference.restore(str(tmp_path / "reference")).params)
   print(f"\nkill -9 trials (checkpoint_every={every}): lost steps {lost}, "
         f"worst {max(lost)}")
   assert max(lost) <= every
@@ -615,8 +616,8 @@ def test_a_signal_during_a_save_ends_within_seconds(tmp_path, signum):
         f"exit status, checkpoints kept) {results}")
   assert _cli(tmp_path / "signalled0", config).wait() == 0
   assert reference.wait() == 0
-  assert _same(checkpointing.restore(str(tmp_path / "signalled0")).params,
-               checkpointing.restore(str(tmp_path / "reference")).params)
+  assert _same(inference.restore(str(tmp_path / "signalled0")).params,
+               inference.restore(str(tmp_path / "reference")).params)
 
 
 def _flip_outcome(workdir, expected) -> str:

@@ -10,11 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from couae_jax import checkpointing
+from couae_jax import checkpointing, inference, priors
 from couae_jax import config as config_lib
-from couae_jax import priors
+from couae_jax import objective as objective_lib
 from couae_jax import train as train_lib
-
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
@@ -174,8 +173,8 @@ def test_new_fields_default_to_the_previous_behaviour():
               "constant", (), (), 1.0, 4)
   # A constant rate stays a float; the prior is the very same function.
   assert train_lib.learning_rate_schedule(config) == config.learning_rate
-  assert train_lib.make_prior(config) is priors.standard_normal
-  assert train_lib.make_prior(config.replace(prior="uniform")) is priors.uniform
+  assert objective_lib.make_objective(config).prior is priors.standard_normal
+  assert objective_lib.make_objective(config.replace(prior="uniform")).prior is priors.uniform
   model = train_lib.build_model(config, (8, 8, 1))
   assert model.encoder.kernel_size == model.decoder.kernel_size == 4
   cosine = config.replace(schedule="cosine", warmup_steps=10, steps=100)
@@ -217,7 +216,7 @@ def test_a_checkpoint_written_before_the_new_fields_resumes(tmp_path):
                      match="prior_scale: saved 1.0, now 2.0"):
     saver.check_config(config.replace(prior_scale=2.0))
   saver.close()
-  assert checkpointing.restore(str(tmp_path)).config == config
+  assert inference.restore(str(tmp_path)).config == config
 
 
 
@@ -246,7 +245,7 @@ def test_a_checkpoint_from_before_the_sliced_kernel_keeps_the_papers(
                            "'sliced_coulomb'"):
     saver.check_config(config.replace(coulomb_kernel="sliced_coulomb"))
   saver.close()
-  assert checkpointing.restore(str(tmp_path)).config == config
+  assert inference.restore(str(tmp_path)).config == config
 
 
 @pytest.mark.parametrize("changes", [dict(latent_dim=3),
@@ -259,4 +258,20 @@ def test_a_checkpoint_the_new_kernel_does_not_change_resumes(tmp_path,
   saver = _checkpoint_without_kernel_field(tmp_path, config)
   saver.check_config(config)
   saver.close()
-  assert checkpointing.restore(str(tmp_path)).config == config
+  assert inference.restore(str(tmp_path)).config == config
+
+
+def test_a_checkpoint_with_fields_its_model_ignored_restores(tmp_path):
+  """Saved before `validate` refused them, the Coulomb kernel's fields of a
+  VAE were ignored: it restores, and resumes, with their defaults."""
+  config = config_lib.TrainConfig(hidden=(8,), model="vae")
+  state = train_lib.init_state(train_lib.build_model(config, (2,)),
+                               train_lib.make_optimizer(config),
+                               np.zeros((1, 2), np.float32), seed=0)
+  saver = checkpointing.Checkpointer(
+      str(tmp_path), config.replace(eps=0.5, kernel_scale=2.0), (2,))
+  saver.save(1, state, {"epoch": 0, "position": 1}, {"loss": 1.0})
+  saver.wait_until_finished()
+  saver.check_config(config)
+  saver.close()
+  assert inference.restore(str(tmp_path)).config == config

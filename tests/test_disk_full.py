@@ -4,9 +4,8 @@ import errno
 
 import pytest
 
-from couae_jax import checkpointing
+from couae_jax import checkpointing, loop
 from couae_jax import config as config_lib
-from couae_jax import loop
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 

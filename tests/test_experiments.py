@@ -8,11 +8,19 @@ import jax
 import numpy as np
 import pytest
 
-from couae_jax import mmd, train
-from experiments import (bench_mmd, bench_regularizers, bench_train,
-                         bound_table, divergence_table, grid, kernel_variance,
-                         latent_match, width_ablation)
-
+from couae_jax import mmd
+from couae_jax import objective as objective_lib
+from experiments import (
+  bench_mmd,
+  bench_regularizers,
+  bench_train,
+  bound_table,
+  divergence_table,
+  grid,
+  kernel_variance,
+  latent_match,
+  width_ablation,
+)
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
@@ -69,12 +77,13 @@ def test_grid_bound_kernel_is_the_trained_kernel(model):
   codes = jax.random.normal(jax.random.key(0), (config.batch_size,
                                                 config.latent_dim))
   key = jax.random.key(1)
-  _, penalty = train.make_regularizer(config)(codes, key, None)
-  prior_samples = train.make_prior(config)(key, codes.shape)
-  expected = mmd.mmd2(codes, prior_samples, grid.regularizer_kernel(config))
+  _, penalty = objective_lib.make_objective(config).regularize(codes, key, None)
+  prior_samples = objective_lib.make_objective(config).prior(key, codes.shape)
+  expected = mmd.mmd2(codes, prior_samples,
+                      objective_lib.make_objective(config).kernel)
   np.testing.assert_allclose(penalty, expected, rtol=1e-5)
-  unscaled = grid.regularizer_kernel(grid.model_config(model, 0, 1, [
-      "--config.prior=uniform"]))
+  unscaled = objective_lib.make_objective(grid.model_config(model, 0, 1, [
+      "--config.prior=uniform"])).kernel
   assert not np.isclose(
       mmd.mmd2(codes, prior_samples, unscaled), expected, rtol=1e-3)
 

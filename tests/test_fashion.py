@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 
+from couae_jax import config as config_lib
 from experiments import fashion
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
@@ -105,7 +106,9 @@ def test_fashion_configs():
         expected["model"], expected["lam"], expected["learning_rate"])
     assert (config.latent_dim, config.seed, config.steps) == (64, 3, 75)
     assert config.width == pytest.approx(fashion.QUICK["width"] / 2)
-    assert config.data == "mnist" and config.eps == 0.5
+    # An override of the Coulomb kernel's eps reaches the model that reads it.
+    assert config.data == "mnist" and config.eps == (
+        0.5 if name == "couae" else config_lib.TrainConfig().eps)
     assert config.data_path == fashion.DEFAULT_DATA_DIR
   full, _ = fashion.parse_args(["--workdir", "unused", "--full"])
   assert full.seeds == [0, 1, 2, 3, 4] and full.steps == 3000

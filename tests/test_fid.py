@@ -15,14 +15,14 @@ import sys
 import textwrap
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 from scipy import linalg
 
-from couae_jax import fid
+from couae_jax import _inception, fid
 from experiments import convert_fid_weights as convert
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -264,7 +264,7 @@ def test_avg_pool_ignores_padding(np_rng):
     for j in range(4):
       window = padded[:, i:i + 3, j:j + 3]
       expected[:, i, j] = window.sum((1, 2)) / inside[i:i + 3, j:j + 3].sum()
-  actual = fid._avg_pool_3x3(jnp.asarray(x))  # pylint: disable=protected-access
+  actual = _inception._avg_pool_3x3(jnp.asarray(x))  # pylint: disable=protected-access
   assert actual.dtype == jnp.float32
   np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(

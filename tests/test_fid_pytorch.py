@@ -30,7 +30,6 @@ import pytest
 from couae_jax import fid
 from experiments import convert_fid_weights as convert
 
-
 pytestmark = [pytest.mark.slow, pytest.mark.standard_promotion]
 
 

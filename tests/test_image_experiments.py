@@ -10,13 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from couae_jax import checkpointing
 from couae_jax import config as config_lib
-from couae_jax import fid
-from couae_jax import priors
+from couae_jax import fid, inference, priors
+from couae_jax import objective as objective_lib
 from couae_jax import train as train_lib
 from experiments import celeba, digits
-
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
@@ -65,7 +63,7 @@ def test_celeba_end_to_end_with_random_weights(celeba_dir, tmp_path, capsys):
   assert run["workdir"] == "couae/seed0" and run["fid"] == r["fid"]["mean"]
   assert (workdir / run["workdir"] / "checkpoints").is_dir()
   assert (workdir / run["workdir"] / "samples.png").is_file()
-  restored = checkpointing.restore(str(workdir / run["workdir"]))
+  restored = inference.restore(str(workdir / run["workdir"]))
   assert restored.params["encoder"]["Conv_0"]["kernel"].shape == (5, 5, 3, 8)
   assert restored.config.prior_scale == 2.0 ** 0.5
   out = capsys.readouterr().out
@@ -90,7 +88,7 @@ def test_celeba_configs_are_wae_settings(steps, drops):
                                          second)] == pytest.approx(
         [1e-3, 5e-4, 5e-4, 1e-4])
     # The VAE's KL is to N(0, I); the MMD models match N(0, 2 I).
-    variance = priors.coordinate_std(train_lib.make_prior(config)) ** 2
+    variance = priors.coordinate_std(objective_lib.make_objective(config).prior) ** 2
     assert variance == pytest.approx(1.0 if name == "vae" else 2.0)
 
 

@@ -7,17 +7,24 @@ import math
 
 import chex
 import hypothesis
-from hypothesis import strategies as st
 import jax
-from jax import test_util as jtu
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import (
+  RADIAL_NAMES,
+  KernelCase,
+  coulomb_log_profile,
+  coulomb_profile,
+  default_scale,
+  gaussian_profile,
+  imq_profile,
+  random_rotation,
+  sq_dists,
+)
+from hypothesis import strategies as st
+from jax import test_util as jtu
 
-from conftest import (KernelCase, RADIAL_NAMES,
-                      coulomb_log_profile, coulomb_profile, default_scale,
-                      gaussian_profile, imq_profile, random_rotation,
-                      sq_dists)
 from couae_jax import kernels, testing
 
 HS = (3, 8, 16, 64, 128, 256)

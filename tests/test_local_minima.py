@@ -9,7 +9,6 @@ import pytest
 from couae_jax import kernels
 from experiments import local_minima
 
-
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
 

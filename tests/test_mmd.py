@@ -6,13 +6,12 @@ import functools
 
 import chex
 import jax
-from jax import test_util as jtu
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import KernelCase, mmd2_reference, mmd2_reference_grad, sq_dists
+from jax import test_util as jtu
 
-from conftest import (KernelCase,
-                      mmd2_reference, mmd2_reference_grad, sq_dists)
 from couae_jax import kernels, mmd, testing
 
 N, M = 37, 53  # n != m, and n + m = 90 is not a multiple of any block size.

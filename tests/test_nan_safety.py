@@ -13,9 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import KernelCase, mmd2_reference, mmd2_reference_grad, sq_dists
 
-from conftest import (KernelCase, mmd2_reference, mmd2_reference_grad,
-                      sq_dists)
 from couae_jax import losses, mmd
 
 

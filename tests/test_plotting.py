@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from couae_jax import checkpointing, config as config_lib, models, plotting
+from couae_jax import config as config_lib
+from couae_jax import inference, models, plotting
 
 KEY = jax.random.key(0)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,10 +29,12 @@ def trained_model(kind, data_shape, latent_dim, **kwargs):
   variables = jax.tree.map(
       lambda leaf: jnp.asarray(rng.uniform(0.0, 0.1, leaf.shape), leaf.dtype),
       abstract)
-  return checkpointing.TrainedModel(
+  return inference.TrainedModel(
       model=model, params=variables["params"],
       batch_stats=variables.get("batch_stats", {}),
-      config=config_lib.TrainConfig(latent_dim=latent_dim), step=3,
+      # WAE: a valid config at h = 1 too (the Coulomb kernel needs h >= 2).
+      config=config_lib.TrainConfig(model="wae", latent_dim=latent_dim),
+      step=3,
       data_shape=tuple(data_shape))
 
 
@@ -79,7 +82,7 @@ def _file(tmp_path):
 
 
 def _replace_shape(trained, data_shape):
-  return checkpointing.TrainedModel(
+  return inference.TrainedModel(
       model=trained.model, params=trained.params,
       batch_stats=trained.batch_stats, config=trained.config,
       step=trained.step, data_shape=data_shape)

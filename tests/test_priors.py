@@ -12,13 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from couae_jax import checkpointing
 from couae_jax import config as config_lib
-from couae_jax import losses
-from couae_jax import loop
-from couae_jax import mmd
-from couae_jax import priors
-from couae_jax import train as train_lib
+from couae_jax import inference, loop, losses, mmd, priors
+from couae_jax import objective as objective_lib
 
 KEY = jax.random.key(0)
 
@@ -151,7 +147,7 @@ def test_regularizer_draws_from_the_scaled_prior(model, scale):
   config = config_lib.TrainConfig(model=model, latent_dim=8, batch_size=64,
                                   prior_scale=scale)
   codes = _codes()
-  out, penalty = train_lib.make_regularizer(config)(codes, KEY, None)
+  out, penalty = objective_lib.make_objective(config).regularize(codes, KEY, None)
   assert out is codes
   samples = scale * priors.standard_normal(KEY, codes.shape)
   kernel = (losses.coulomb_kernel(8, scale=scale * math.sqrt(16))
@@ -165,7 +161,7 @@ def test_kernel_scale_overrides_the_prior_default():
   config = config_lib.TrainConfig(latent_dim=8, batch_size=64,
                                   prior_scale=2.0, kernel_scale=1.5)
   codes = _codes()
-  _, penalty = train_lib.make_regularizer(config)(codes, KEY, None)
+  _, penalty = objective_lib.make_objective(config).regularize(codes, KEY, None)
   expected = mmd.mmd2(codes, 2.0 * priors.standard_normal(KEY, codes.shape),
                       losses.coulomb_kernel(8, scale=1.5),
                       block_size=config.block_size)
@@ -178,7 +174,7 @@ def test_model_trained_with_a_scaled_prior_generates_from_it(tmp_path):
       data="grid", latent_dim=3, hidden=(16,), batch_size=100, steps=3,
       log_every=3, checkpoint_every=3, prior_scale=2.0)
   loop.fit(config, str(tmp_path), progress=False)
-  restored = checkpointing.restore(str(tmp_path))
+  restored = inference.restore(str(tmp_path))
   assert restored.config.prior_scale == 2.0
   key = jax.random.key(7)
   codes = np.asarray(restored.sample_prior(key, 4000))

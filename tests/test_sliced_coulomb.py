@@ -15,12 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_rotation, sliced_coulomb_profile, sq_dists
 
 from couae_jax import config as config_lib
 from couae_jax import kernels, losses, mmd, testing
 from experiments import divergence_table
-
-from conftest import random_rotation, sliced_coulomb_profile, sq_dists
 
 PROPERTY_HS = (3, 4, 8, 16, 32, 64, 128, 256)
 #: Each wrong configuration must score this many null standard deviations

@@ -15,11 +15,11 @@ import sys
 
 import chex
 import hypothesis
-from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import couae_jax
 from couae_jax import kernels, mmd, testing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,9 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from couae_jax import checkpointing
+from couae_jax import checkpointing, inference, loop
 from couae_jax import config as config_lib
-from couae_jax import loop
+from couae_jax import objective as objective_lib
+from couae_jax import scaling as scaling_lib
 from couae_jax import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -64,7 +66,7 @@ def _train_cli(workdir, *overrides, **popen):
 
 
 def _params(workdir, step=None):
-  return jax.device_get(checkpointing.restore(str(workdir), step).params)
+  return jax.device_get(inference.restore(str(workdir), step).params)
 
 
 # ---------------------------------------------------------------------------
@@ -104,38 +106,55 @@ def test_overrides_parse_types_and_reject_unknown_fields():
 # SPMD: the same step on 1 and 4 devices.
 
 
-def test_step_on_four_devices_equals_one_device(tmp_path):
-  results = _run_program(
-      "step-equivalence", tmp_path,
-      XLA_FLAGS=FOUR_DEVICES)
-  assert len(results) == 6
-  for case, diff in results.items():
-    tolerance = 1e-5 * max(1.0, diff["param_scale"])
-    assert diff["params"] < tolerance, (case, diff)
-    assert diff["batch_stats"] < 1e-4, (case, diff)
-    assert diff["metrics"] < 1e-3, (case, diff)
+@pytest.fixture(scope="module", autouse=True)
+def _four_device_process(request, tmp_path_factory):
+  """Both SPMD programs in one 4-device process (a JAX start-up and its
+  compiles are most of either program's time), started as the module starts
+  so that it runs beside the tests before the two that read it (at the end
+  of the module); not started when neither of them was selected."""
+  if not any("four_device_results" in item.fixturenames
+             and item.module is request.module
+             for item in request.session.items):
+    yield None
+    return
+  out = tmp_path_factory.mktemp("spmd") / "all.json"
+  process = subprocess.Popen(
+      [sys.executable, str(SPMD_PROGRAMS), "all", str(out)],
+      env=_env(XLA_FLAGS=FOUR_DEVICES))
+  yield process, out
+  if process.poll() is None:  # a test of the module failed before waiting
+    process.kill()
+    process.wait()
 
 
-def test_global_batch_mmd_on_four_devices(tmp_path):
-  results = _run_program(
-      "mmd-equivalence", tmp_path,
-      XLA_FLAGS=FOUR_DEVICES)
-  assert sorted(results) == sorted(
-      f"{kernel}/block{block}" for kernel in ("coulomb", "sliced_coulomb",
-                                              "generic")
-      for block in ("None", "5"))
-  for case, diff in results.items():
-    assert diff["value"] < 1e-5 and diff["grads"] < 1e-5, (case, diff)
+@pytest.fixture(scope="module")
+def four_device_results(_four_device_process) -> dict:
+  process, out = _four_device_process
+  # 163 s alone at load 7; the limit is for a hang, not for a loaded machine.
+  assert process.wait(timeout=1800) == 0, "the SPMD programs failed"
+  return json.loads(out.read_text())
+
+
+# The tests that read it: at the end of the module.
 
 
 # ---------------------------------------------------------------------------
 # The loop end to end, in process.
 
 
-def test_fit_restores_and_draws(tmp_path):
+def _copy_of(run, tmp_path) -> pathlib.Path:
+  """A copy of a finished run's workdir, for a test to change."""
+  workdir = tmp_path / "run"
+  shutil.copytree(run[0], workdir)
+  return workdir
+
+
+def test_fit_restores_and_draws(tiny_grid_run):
+  # The session's 20-step run (conftest): `loop.fit` of this config.
+  tmp_path, trained = tiny_grid_run
   config = config_lib.TrainConfig(steps=20, **TINY)
-  trained = loop.fit(config, str(tmp_path), progress=False)
-  restored = checkpointing.restore(str(tmp_path))
+  assert trained.config == config
+  restored = inference.restore(str(tmp_path))
   assert restored.step == trained.step == 20
   assert restored.config == config
   chex_equal = jax.tree.map(np.array_equal, trained.params, restored.params)
@@ -153,15 +172,15 @@ def test_fit_restores_and_draws(tmp_path):
   assert figures == ["codes_20.png", "samples_20.png"]
 
 
-def test_resume_refuses_another_config(tmp_path):
-  config = config_lib.TrainConfig(steps=10, **TINY)
-  loop.fit(config, str(tmp_path), progress=False)
+def test_resume_refuses_another_config(tiny_grid_run, tmp_path):
+  config = config_lib.TrainConfig(steps=20, **TINY)
+  workdir = str(_copy_of(tiny_grid_run, tmp_path))  # finished at step 20
   with pytest.raises(checkpointing.ConfigMismatchError,
                      match=r"lam: saved 10.0, now 3.0"):
-    loop.fit(config.replace(lam=3.0), str(tmp_path), progress=False)
+    loop.fit(config.replace(lam=3.0), workdir, progress=False)
   # Extending the run is allowed.
-  assert loop.fit(config.replace(steps=20), str(tmp_path),
-                  progress=False).step == 20
+  assert loop.fit(config.replace(steps=30), workdir,
+                  progress=False).step == 30
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -172,7 +191,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                      match=r"step (\d+): rec = (nan|inf).*last good checkpoint "
                      r"is step (\d+)") as error:
     loop.fit(config, str(tmp_path), progress=False)
-  restored = checkpointing.restore(str(tmp_path))
+  restored = inference.restore(str(tmp_path))
   assert 1 <= restored.step < int(error.value.args[0].split()[1].rstrip(":"))
   assert all(np.all(np.isfinite(leaf))
              for leaf in jax.tree.leaves(restored.params))
@@ -190,7 +209,7 @@ def test_fit_seeds_trains_each_seed_like_fit(tmp_path):
   alone = loop.fit(config.replace(seed=1), str(tmp_path / "alone"),
                    progress=False)
   assert [m.config.seed for m in ensemble] == [0, 1]
-  restored = checkpointing.restore(loop.seed_workdir(
+  restored = inference.restore(loop.seed_workdir(
       str(tmp_path / "ensemble"), 1))
   assert restored.config == alone.config and restored.step == 10
   # Batching the seeds reorders float operations; Adam keeps it tiny.
@@ -238,7 +257,7 @@ def test_ensemble_resumes_when_a_seed_saved_ahead(tmp_path):
 def test_standardized_run_works_in_data_units(tmp_path):
   config = config_lib.TrainConfig(steps=10, standardize=True, **TINY)
   trained = loop.fit(config, str(tmp_path), progress=False)
-  restored = checkpointing.restore(str(tmp_path))
+  restored = inference.restore(str(tmp_path))
   data = loop.load_dataset(config)
   assert restored.scaling.scale == pytest.approx(float(np.std(data)), 1e-4)
   np.testing.assert_allclose(restored.scaling.mean, data.mean(0), atol=1e-5)
@@ -268,7 +287,7 @@ def test_stochastic_encoder_penalises_sampled_codes(tmp_path, model):
   assert network.encoder.stochastic
   mean = np.zeros((500, 3), np.float32)
   log_var = np.zeros((500, 3), np.float32)
-  codes, penalty = train_lib.make_regularizer(config)(
+  codes, penalty = objective_lib.make_objective(config).regularize(
       (mean, log_var), jax.random.key(0), None)
   # Unit-variance noise around 0: the codes are a N(0, I) sample.
   assert codes.shape == (500, 3) and 0.8 < float(np.std(codes)) < 1.2
@@ -283,9 +302,9 @@ def test_stochastic_encoder_penalises_sampled_codes(tmp_path, model):
 
 
 def test_data_scaling_reads_uint8_images_as_floats_in_chunks(monkeypatch):
-  monkeypatch.setattr(checkpointing, "_STATS_CHUNK", 7)  # several chunks
+  monkeypatch.setattr(scaling_lib, "_STATS_CHUNK", 7)  # several chunks
   pixels = np.random.default_rng(0).integers(0, 256, (30, 4, 4, 3), np.uint8)
-  scaling = checkpointing.DataScaling.of(pixels)
+  scaling = scaling_lib.DataScaling.of(pixels)
   floats = pixels.astype(np.float64) / 255
   np.testing.assert_allclose(scaling.mean, floats.mean(0), rtol=1e-6)
   assert scaling.scale == pytest.approx(float(np.std(floats - floats.mean(0))),
@@ -296,7 +315,7 @@ def test_data_scaling_reads_uint8_images_as_floats_in_chunks(monkeypatch):
                                   np.ones((1, 2))])
 def test_data_scaling_rejects_data_it_cannot_scale(data):
   with pytest.raises(ValueError, match="data"):
-    checkpointing.DataScaling.of(data)
+    scaling_lib.DataScaling.of(data)
 
 
 @pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [1.5], "01"])
@@ -305,13 +324,12 @@ def test_fit_seeds_rejects_bad_seeds(tmp_path, seeds):
     loop.fit_seeds(config_lib.TrainConfig(**TINY), seeds, str(tmp_path))
 
 
-def test_unfinished_save_is_not_a_checkpoint(tmp_path):
-  config = config_lib.TrainConfig(steps=10, **TINY)
-  loop.fit(config, str(tmp_path), progress=False)
+def test_unfinished_save_is_not_a_checkpoint(tiny_grid_run, tmp_path):
+  workdir = _copy_of(tiny_grid_run, tmp_path)  # checkpoints 10 and 20
   # What a save killed midway leaves: orbax's temporary directory.
-  partial = tmp_path / "checkpoints" / "20.orbax-checkpoint-tmp-1234"
+  partial = workdir / "checkpoints" / "30.orbax-checkpoint-tmp-1234"
   (partial / "state").mkdir(parents=True)
-  assert checkpointing.restore(str(tmp_path)).step == 10
+  assert inference.restore(str(workdir)).step == 20
 
 
 # ---------------------------------------------------------------------------
@@ -319,7 +337,9 @@ def test_unfinished_save_is_not_a_checkpoint(tmp_path):
 
 
 def test_sigkilled_run_resumes_to_the_same_parameters(tmp_path):
-  steps = 3000
+  # The kill comes at the first checkpoint (step 100): the remaining steps
+  # are the margin that keeps the run alive until then.
+  steps = 1500
   overrides = [(k, ",".join(map(str, v)) if isinstance(v, tuple) else v)
                for k, v in TINY.items()]
   overrides += [("steps", steps), ("checkpoint_every", 100)]
@@ -334,7 +354,7 @@ def test_sigkilled_run_resumes_to_the_same_parameters(tmp_path):
     time.sleep(0.02)
   killed.send_signal(signal.SIGKILL)
   killed.wait()
-  interrupted_at = checkpointing.restore(str(tmp_path / "killed")).step
+  interrupted_at = inference.restore(str(tmp_path / "killed")).step
   assert interrupted_at < steps
   assert _train_cli(tmp_path / "killed", *overrides).wait() == 0
   assert reference.wait() == 0
@@ -405,3 +425,27 @@ def test_checkpointer_keeps_the_latest_and_the_best(tmp_path):
       20, jax.eval_shape(lambda: state))
   checkpointer.close()
   assert int(restored.step) == 20 and position == {"epoch": 0, "position": 20}
+
+
+# ---------------------------------------------------------------------------
+# SPMD (continued): what the 4-device process started with the module found.
+
+
+def test_step_on_four_devices_equals_one_device(four_device_results):
+  results = four_device_results["step-equivalence"]
+  assert len(results) == 6
+  for case, diff in results.items():
+    tolerance = 1e-5 * max(1.0, diff["param_scale"])
+    assert diff["params"] < tolerance, (case, diff)
+    assert diff["batch_stats"] < 1e-4, (case, diff)
+    assert diff["metrics"] < 1e-3, (case, diff)
+
+
+def test_global_batch_mmd_on_four_devices(four_device_results):
+  results = four_device_results["mmd-equivalence"]
+  assert sorted(results) == sorted(
+      f"{kernel}/block{block}" for kernel in ("coulomb", "sliced_coulomb",
+                                              "generic")
+      for block in ("None", "5"))
+  for case, diff in results.items():
+    assert diff["value"] < 1e-5 and diff["grads"] < 1e-5, (case, diff)

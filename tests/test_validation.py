@@ -21,13 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from couae_jax import checkpointing
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
-from couae_jax import losses
-from couae_jax import loop
-from couae_jax import models
-from couae_jax import priors
+from couae_jax import loop, losses, models, priors
+from couae_jax import objective as objective_lib
+from couae_jax import scaling as scaling_lib
 from couae_jax import train as train_lib
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
@@ -65,18 +63,24 @@ def _rejects(config, match, **kwargs):
      r"data_path='mine.npz' is not read by data='grid'.*set --config.data"),
     (dict(data="digits", data_path="/data/mnist"),
      "data_path='/data/mnist' is not read by data='digits'"),
+    # The Coulomb kernel's and the MMD's fields, set for a model without
+    # them: the run would not be the one the config describes.
+    (dict(model="wae", kernel_scale=2.0),
+     r"kernel_scale=2.0 \(read by couae only\): model='wae' would ignore it"),
+    (dict(model="vae", coulomb_kernel="coulomb", num_prior_samples=8),
+     r"coulomb_kernel='coulomb' \(read by couae only\); num_prior_samples=8 "
+     r"\(read by couae/wae only\): model='vae' would ignore them; leave them "
+     "at the default or change --config.model"),
+    (dict(model="wae", eps=0.5), r"eps=0.5 \(read by couae only\)"),
 ])
 def test_contradictory_configs_are_rejected(changes, match):
   _rejects(config_lib.TrainConfig(**changes), match)
 
 
 @pytest.mark.parametrize("changes", [
-    # Fields a model does not read are ignored, so one set of overrides can
-    # drive all three models (experiments.grid applies them to each).
-    dict(model="wae", coulomb_kernel="coulomb", kernel_scale=1e-30,
-         eps=0.5),
-    dict(model="vae", kernel_scale=1e-30, block_size=0, num_prior_samples=8,
-         stochastic_encoder=True),
+    # Fields whose defaults serve every model are not refused elsewhere.
+    dict(model="wae", block_size=0, num_prior_samples=8),
+    dict(model="vae", stochastic_encoder=True),
     dict(model="vae", prior="normal", latent_dim=2),
     dict(architecture="mlp", conv_kernel_size=9),
     dict(data="digits", grid_train_size=50),
@@ -94,7 +98,7 @@ def test_a_vae_samples_from_the_prior_its_kl_is_to():
       config_lib.validate(config)
     except ValueError:
       continue
-    valid.append(train_lib.make_prior(config))
+    valid.append(objective_lib.make_objective(config).prior)
   assert valid == [priors.standard_normal]
 
 
@@ -399,8 +403,8 @@ def test_uint8_batches_and_standardisation_equal_the_float32_ones(
   for _ in range(7):  # more than one epoch
     assert (data_lib.as_float(next(held)).tobytes()
             == next(converted).tobytes())
-  a, b = (checkpointing.DataScaling.of(pixels),
-          checkpointing.DataScaling.of(floats))
+  a, b = (scaling_lib.DataScaling.of(pixels),
+          scaling_lib.DataScaling.of(floats))
   assert a.scale == b.scale and a.mean.tobytes() == b.mean.tobytes()
   batch = pixels[:8]
   assert (a.apply(data_lib.as_float(batch)).tobytes()
