@@ -24,8 +24,6 @@ restores with a `CheckpointWarning` that it cannot be verified.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import numbers
 import os
 import time
@@ -38,8 +36,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from couae_jax import _checks
+from couae_jax import _checks, _digests
 from couae_jax import config as config_lib
+from couae_jax._digests import data_digest
 
 if TYPE_CHECKING:
   from couae_jax.scaling import DataScaling
@@ -104,69 +103,6 @@ class CheckpointWarning(UserWarning):
   before checksums were saved)."""
 
 
-def data_digest(data: np.ndarray) -> dict[str, Any]:
-  """The digest saved with checkpoints of the training set `data` as loaded:
-  `{'sha256', 'shape', 'dtype'}`, the SHA-256 of its dtype, shape and bytes
-  (about 1 s per GB).
-
-  Example:
-    >>> import numpy as np
-    >>> from couae_jax import checkpointing
-    >>> a = checkpointing.data_digest(np.zeros((3, 2), np.float32))
-    >>> b = checkpointing.data_digest(np.ones((3, 2), np.float32))
-    >>> a["shape"], a["dtype"], a["sha256"] == b["sha256"]
-    ([3, 2], 'float32', False)
-  """
-  data = np.asarray(data)
-  return {"sha256": _sha256(data), "shape": [int(d) for d in data.shape],
-          "dtype": str(data.dtype)}
-
-
-def _sha256(array: np.ndarray) -> str:
-  """SHA-256 of an array's dtype, shape and bytes, without a full copy."""
-  digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-  if array.ndim == 0 or array.size == 0:
-    digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-  # Row blocks of about 64 MB: a C-contiguous copy of each at most.
-  rows = max(1, (64 << 20) // max(1, array[0].nbytes))
-  for start in range(0, len(array), rows):
-    block = np.ascontiguousarray(array[start:start + rows])
-    digest.update(block.reshape(-1).view(np.uint8).data)
-  return digest.hexdigest()
-
-
-def _host_array(leaf) -> Optional[np.ndarray]:
-  """The full value of a leaf on this host; None for an array sharded over
-  several processes (whose whole value no one process holds)."""
-  if isinstance(leaf, jax.Array):
-    if leaf.is_fully_addressable:
-      return np.asarray(jax.device_get(leaf))
-    if leaf.is_fully_replicated:
-      return np.asarray(leaf.addressable_data(0))
-    return None
-  return np.asarray(leaf)
-
-
-def _array_records(tree) -> dict[str, dict[str, Any]]:
-  """`{path: {'shape', 'dtype', 'sha256'}}` of every leaf of `tree`."""
-  records = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    value = _host_array(leaf)
-    records[jax.tree_util.keystr(path)] = {
-        "shape": [int(d) for d in np.shape(leaf)],
-        "dtype": str(np.dtype(leaf.dtype)),
-        "sha256": None if value is None else _sha256(value)}
-  return records
-
-
-def _meta_sha256(meta: Mapping[str, Any]) -> str:
-  """SHA-256 of the canonical JSON of `meta` without its own checksum."""
-  body = {name: value for name, value in meta.items() if name != "meta_sha256"}
-  return hashlib.sha256(json.dumps(body, sort_keys=True,
-                                   separators=(",", ":")).encode()).hexdigest()
-
-
 def short_error(error: BaseException) -> str:
   """`Type: first line of the message`, at most 300 characters."""
   lines = str(error).strip().splitlines()
@@ -204,7 +140,8 @@ def _read_verified_meta(manager: ocp.CheckpointManager, step: int
                                                      Mapping):
     raise CheckpointCorruptError(
         step, f"its metadata (meta/) hold no config ({meta!r:.80})")
-  if "meta_sha256" in meta and meta["meta_sha256"] != _meta_sha256(meta):
+  if ("meta_sha256" in meta
+      and meta["meta_sha256"] != _digests.meta_sha256(meta)):
     raise CheckpointCorruptError(
         step, "its metadata (meta/) do not match their SHA-256 (changed after "
         "they were written)")
@@ -243,9 +180,11 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, target,
     if (not isinstance(integrity, Mapping) or integrity.get("format")
         != INTEGRITY_FORMAT or not isinstance(integrity.get("arrays"),
                                               Mapping)):
+      found = (integrity.get("format") if isinstance(integrity, Mapping)
+               else integrity)
       raise CheckpointCorruptError(
           step, f"its integrity record is not one this version reads "
-          f"(format {integrity.get('format') if isinstance(integrity, Mapping) else integrity!r:.40})")
+          f"(format {found!r:.40})")
     _check_structure(step, target, integrity["arrays"])
   try:
     tree = manager.restore(step, args=ocp.args.Composite(
@@ -257,7 +196,7 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, target,
   if integrity is None:
     _unverified_warning(step, str(manager.directory))
     return tree
-  read = _array_records(tree)
+  read = _digests.array_records(tree)
   differing = [path for path, record in integrity["arrays"].items()
                if record["sha256"] is not None
                and read[path]["sha256"] is not None
@@ -356,7 +295,8 @@ class CheckpointReader:
       _check_position(position)
     except (TypeError, ValueError, KeyError) as error:
       raise CheckpointCorruptError(
-          step, f"its data position is not one ({short_error(error)})") from error
+          step, f"its data position is not one ({short_error(error)})"
+      ) from error
     return tree["train"], position
 
   def close(self) -> None:
@@ -395,7 +335,8 @@ class Checkpointer(CheckpointReader):
     ...                {"epoch": 0, "position": step}, {"loss": loss})
     ...   saver.wait_until_finished()
     ...   restored, position = saver.restore(2, jax.eval_shape(lambda: state))
-    ...   print(saver.steps(), saver.latest_step(), int(restored.step), position)
+    ...   print(saver.steps(), saver.latest_step(), int(restored.step),
+    ...         position)
     ...   saver.check_config(config.replace(steps=10))  # resumable: passes
     ...   try:
     ...     saver.check_config(config.replace(lam=1.0))
@@ -497,8 +438,8 @@ class Checkpointer(CheckpointReader):
     if dict(saved) == dict(digest):
       return
     config = meta["config"]
-    source = (f"the file {config.get('data_path')!r}"
-              if config.get("data_path") else f"the {config.get('data')!r} data")
+    source = (f"the file {config.get('data_path')!r}" if config.get("data_path")
+              else f"the {config.get('data')!r} data")
     differs = [f"{name}: saved {saved.get(name)!r}, now {digest.get(name)!r}"
                for name in ("shape", "dtype") if saved.get(name)
                != digest.get(name)]
@@ -523,8 +464,8 @@ class Checkpointer(CheckpointReader):
     tree = {"train": state, "data": _data_tree(data_position)}
     meta = dict(self._meta, integrity={
         "format": INTEGRITY_FORMAT, "algorithm": "sha256",
-        "arrays": _array_records(tree)})
-    meta["meta_sha256"] = _meta_sha256(meta)
+        "arrays": _digests.array_records(tree)})
+    meta["meta_sha256"] = _digests.meta_sha256(meta)
     self.manager.save(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
@@ -563,6 +504,7 @@ class Checkpointer(CheckpointReader):
   def wait_until_finished(self) -> None:
     """Blocks until every pending save is written."""
     self.manager.wait_until_finished()
+
 
 def _check_position(position) -> None:
   if not isinstance(position, Mapping) or set(position) != {

@@ -13,16 +13,14 @@ import itertools
 import json
 import math
 import numbers
-import os
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from couae_jax import _checks, kernels, losses, models
-from couae_jax import objective as objective_lib
-from couae_jax import priors as priors_lib
+from couae_jax import _checks, _config_limits, kernels, losses
+from couae_jax._config_limits import kernel_scale_range
 
 MODELS = ("couae", "wae", "vae")
 DATASETS = ("grid", "digits", "npz", "mnist", "celeba")
@@ -225,7 +223,8 @@ def parse_overrides(config: TrainConfig, args: Sequence[str]) -> TrainConfig:
   Example:
     >>> from couae_jax import config as config_lib
     >>> config = config_lib.parse_overrides(
-    ...     config_lib.TrainConfig(), ["--config.lam=2.5", "--config.hidden=64,32"])
+    ...     config_lib.TrainConfig(),
+    ...     ["--config.lam=2.5", "--config.hidden=64,32"])
     >>> config.lam, config.hidden
     (2.5, (64, 32))
     >>> config_lib.parse_overrides(config, ["--config.steps=1.5"])
@@ -253,8 +252,8 @@ def parse_overrides(config: TrainConfig, args: Sequence[str]) -> TrainConfig:
           f"{', '.join(sorted(fields))}.")
     name, value = arg[len("--config."):].split("=", 1)
     if name not in fields:
-      raise ValueError(
-          f"unknown config field {name!r}; fields: {', '.join(sorted(fields))}.")
+      raise ValueError(f"unknown config field {name!r}; fields: "
+                       f"{', '.join(sorted(fields))}.")
     changes[name] = value
   merged = config.to_dict() | changes
   return TrainConfig.from_dict(merged)
@@ -373,17 +372,7 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.kernel_scale >= 0,
           f"kernel_scale={config.kernel_scale} must be > 0, or 0 for the "
           "default.")
-  if config.model == "couae" and config.kernel_scale:
-    low, high = kernel_scale_range(config)
-    default = _default_kernel_scale(config)
-    require(low <= config.kernel_scale <= high,
-            f"kernel_scale={config.kernel_scale:g} is outside [{low:.3g}, "
-            f"{high:.3g}], where float32 evaluates the "
-            f"{_kernel_name(config)} at h={config.latent_dim} "
-            f"({low / default:.3g} to {high / default:.3g} times the default "
-            f"{default:.4g} = "
-            "sigma*sqrt(2h)); outside it the regulariser underflows to 0 or is "
-            "a constant. Set it within the range, or 0 for the default.")
+  _config_limits.check_kernel_scale(config, require)
   require(config.block_size >= 0,
           f"block_size={config.block_size} must be > 0, or 0 for dense.")
   require(config.steps_per_call >= 1,
@@ -408,7 +397,7 @@ def validate(config: TrainConfig, *, devices: int = 1,
   require(config.grid_train_size >= 25 and config.grid_train_size % 25 == 0,
           f"grid_train_size={config.grid_train_size} must be a positive "
           "multiple of 25 (equal points per mode).")
-  _check_model_memory(config, require)
+  _config_limits.check_model_memory(config, require)
 
 
 def validate_data_size(config: TrainConfig, num_examples: int, *,
@@ -447,18 +436,6 @@ def validate_data_size(config: TrainConfig, num_examples: int, *,
       f"{num_examples} training examples; {advice}.")
 
 
-#: `kernel_scale / (sigma sqrt(2 h))` between these, float32 evaluates the
-#: sliced Coulomb kernel's MMD and its gradient to within 1e-3 of float64
-#: (measured at h = 3, 8 and 64: BUILD_NOTES section 2); beyond them it
-#: underflows to 0 (1e-30 gives exactly 0) or is a constant.
-_SLICED_SCALE_RANGE = (1e-4, 1e4)
-#: The same for the logarithmic kernel of h = 2 (2 % error at 100).
-_LOG_SCALE_RANGE = (1e-4, 1e1)
-#: The paper's kernel `1/((u/s)^(h-2) + eps)` holds `(u/s)^(h-2)`: a scale
-#: off the default by a factor f moves it by f^(h-2), so float32 keeps it
-#: within f^(h-2) <= 10^this (measured: 1e-6 error at h = 16 and 64).
-_PAPER_KERNEL_DECADES = 4.0
-
 #: Data sets read from `data_path`; the others are generated.
 _FILE_DATA = ("npz", "mnist", "celeba")
 
@@ -493,96 +470,6 @@ def without_unread_fields(config: TrainConfig) -> TrainConfig:
   defaults = TrainConfig()
   return config.replace(**{name: getattr(defaults, name)
                            for name in unread_fields(config)})
-
-
-def _default_kernel_scale(config: TrainConfig) -> float:
-  """`sigma * sqrt(2 h)`, `losses.coulomb_kernel`'s default for the prior."""
-  sigma = priors_lib.coordinate_std(priors_lib.scaled(
-      priors_lib.PRIORS[config.prior], config.prior_scale))
-  return sigma * math.sqrt(2.0 * config.latent_dim)
-
-
-def _kernel_name(config: TrainConfig) -> str:
-  if config.latent_dim == 2:
-    return "logarithmic kernel"
-  if config.coulomb_kernel == "coulomb" and config.latent_dim > 3:
-    return "paper's Coulomb kernel"
-  return "sliced Coulomb kernel"
-
-
-def kernel_scale_range(config: TrainConfig) -> tuple[float, float]:
-  """The `kernel_scale` values float32 evaluates CouAE's kernel at:
-  relative to the default `s0 = sigma * sqrt(2 h)`, `[1e-4 s0, 1e4 s0]` for
-  the sliced Coulomb kernel, `[1e-4 s0, 10 s0]` for the logarithmic kernel of
-  h = 2, `s0 * 10^(±4/(h-2))` for the paper's kernel at h > 3 (h = 64: about
-  `[0.86 s0, 1.16 s0]`).
-
-  Example:
-    >>> from couae_jax import config as config_lib
-    >>> low, high = config_lib.kernel_scale_range(config_lib.TrainConfig())
-    >>> f"{low:.3g} {high:.3g}"
-    '0.000245 2.45e+04'
-  """
-  default = _default_kernel_scale(config)
-  if config.latent_dim == 2:
-    low, high = _LOG_SCALE_RANGE
-  elif config.coulomb_kernel == "coulomb" and config.latent_dim > 3:
-    high = 10.0 ** (_PAPER_KERNEL_DECADES / (config.latent_dim - 2))
-    low = 1.0 / high
-  else:
-    low, high = _SLICED_SCALE_RANGE
-  return low * default, high * default
-
-
-#: Bytes per parameter in training: float32 parameters, their gradients and
-#: Adam's two moments.
-_TRAINING_BYTES_PER_PARAMETER = 4 * 4
-
-
-def _check_model_memory(config: TrainConfig, require) -> None:
-  """The networks' training state fits in this machine's memory.
-
-  Counts only the layers whose size does not depend on the data's shape
-  (hidden-to-hidden layers, the code layers, the conv kernels of one stage),
-  so it is a lower bound: it rejects the absurd (a width of 1000 is hundreds
-  of GB), not every model too big for an accelerator.
-  """
-  def min_parameters(kind: str) -> int:
-    return models.min_parameter_count(
-        kind, config.latent_dim, width=config.width,
-        hidden=tuple(config.hidden),
-        stochastic=objective_lib.make_objective(config).stochastic_encoder,
-        kernel_size=config.conv_kernel_size)
-
-  conv = min_parameters("conv")
-  mlp = min_parameters("mlp")
-  if config.architecture != "auto":
-    count = conv if config.architecture == "conv" else mlp
-  else:
-    count = {"grid": mlp, "npz": min(conv, mlp)}.get(config.data, conv)
-  needed = count * _TRAINING_BYTES_PER_PARAMETER
-  available = _physical_memory()
-  if available is None or needed <= available:
-    return
-  conv_fields = (config.architecture == "conv" or (
-      config.architecture == "auto" and config.data not in ("grid", "npz")))
-  fields = (f"width={config.width:g}, conv_kernel_size="
-            f"{config.conv_kernel_size}" if conv_fields else
-            f"width={config.width:g}, hidden={tuple(config.hidden)}")
-  require(False,
-          f"{fields}, latent_dim={config.latent_dim} give networks of at "
-          f"least {count:.2g} parameters: {needed / 1e9:.3g} GB for the "
-          "parameters, their gradients and Adam's moments, more than this "
-          f"machine's {available / 1e9:.3g} GB of memory; lower width or "
-          f"{'conv_kernel_size' if conv_fields else 'hidden'}.")
-
-
-def _physical_memory() -> Optional[int]:
-  """This machine's memory in bytes, or None where the OS does not say."""
-  try:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  except (AttributeError, ValueError, OSError):
-    return None
 
 
 def _check_piecewise(config: TrainConfig, require) -> None:
@@ -636,7 +523,6 @@ def check_type(config, name: str = "config") -> None:
   """Raises TypeError unless `config` is a `TrainConfig` (values unchecked:
   that is `validate`)."""
   _checks.instance(name, config, TrainConfig, "a TrainConfig")
-
 
 
 def _check_field_types(config: TrainConfig, require) -> None:

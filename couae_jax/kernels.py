@@ -15,17 +15,25 @@ multiply (`‖x‖² + ‖y‖² - 2 x·y`) instead of broadcasting `[n, m, h]`
 differences. Any other callable with the same contract works with the MMD
 estimators too, through the slower generic path.
 
-Numerics. `1 / ‖x - y‖^(h-2)` over- and underflows float32 for ordinary latent
-sizes (two standard-normal codes in h = 64 are about 11 apart, and 11^62 is
-not a float32). `coulomb` therefore measures distance in units of `scale`,
-which defaults to `sqrt(2 h)`, the root-mean-square distance between two
-independent N(0, I_h) points: typical pairs then sit near `‖x - y‖ / scale = 1`
-where `(‖x - y‖ / scale)^(h-2)` is representable for h up to several hundred.
-The power is evaluated by exact multiplications, so distant pairs give +inf and
-`k = 0` (the correct limit), close pairs give `k = 1 / eps`, and the derivative
-is written in a form that stays finite in both limits and at coincident points.
+The Coulomb kernels. In h >= 3 dimensions `1/‖x - y‖^(h-2)` is the Green's
+function of the Laplacian; with it every local extremum of the MMD in the codes
+is global (Sansone et al., Coulomb Autoencoders). Their `eps > 0` bounds the
+kernel, `0 < k <= 1/eps`, which the generalisation bound needs (K = 1/eps).
+Smaller values follow the pure kernel more closely but raise the MMD estimate's
+variance: against 1e-3, the default 1e-2 cuts the null spread of `mmd2` at
+n = 256 by 3x (h = 8) to 8x (h = 64) and separates shifted samples better
+(BUILD_NOTES.md, `python -m experiments.kernel_variance`). Their `scale` is the
+unit of distance, where the kernel is `1/(1 + eps)`. It defaults to
+`sqrt(2 h)`, the root-mean-square distance between two independent N(0, I_h)
+points, which keeps the power `(‖x - y‖ / scale)^(h-2)` finite in float32 for
+standard normal codes up to h in the hundreds; for a prior of coordinate
+standard deviation sigma, pass `sigma * sqrt(2 h)`. Rescaling the kernel only
+rescales the MMD and `eps`, so the theorem holds at any scale. Distant pairs
+give `k = 0` (the correct limit) and coincident ones `1/eps`, with finite
+derivatives in both limits.
+
 Kernels always evaluate in float32 or wider (half-precision inputs are
-promoted), since 1/eps and the powers leave float16's range.
+promoted), since 1/eps and the Coulomb powers leave float16's range.
 """
 
 from __future__ import annotations
@@ -39,13 +47,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 
-from couae_jax import _checks
+from couae_jax import _checks, _coulomb_power
 
 Kernel = Callable[..., jax.Array]
 
-#: Default regulariser of the Coulomb kernels; see `coulomb` for the choice.
+#: Default regulariser of the Coulomb kernels; the module docstring says why.
 DEFAULT_EPS = 1e-2
 
 
@@ -228,11 +235,22 @@ def _evaluate(form: RadialForm, x, y, params: dict) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------
-# Coulomb kernel, h >= 3.
+# Coulomb kernels, h >= 3: the paper's and the sliced one.
 
 
 #: The largest h at which the paper's regularised kernel is positive definite.
 _COULOMB_PD_MAX_DIM = 4
+
+
+def _length_resolve(h: int, *, eps: float,
+                    scale: Optional[float]) -> dict:
+  """Checks a Coulomb kernel's `eps` and `scale`; `scale` defaults to
+  sqrt(2 h), the root-mean-square distance of two N(0, I_h) points."""
+  _checks.positive("eps", eps)
+  if scale is None:
+    scale = math.sqrt(2.0 * h)
+  _checks.positive("scale", scale)
+  return {"eps": eps, "scale": scale}
 
 
 def _coulomb_resolve(h: int, *, eps: float = DEFAULT_EPS,
@@ -253,79 +271,23 @@ def _coulomb_resolve(h: int, *, eps: float = DEFAULT_EPS,
   return _length_resolve(h, eps=eps, scale=scale)
 
 
-def _length_resolve(h: int, *, eps: float,
-                    scale: Optional[float]) -> dict:
-  """Checks a Coulomb kernel's `eps` and `scale`; `scale` defaults to
-  sqrt(2 h), the root-mean-square distance of two N(0, I_h) points."""
-  _checks.positive("eps", eps)
-  if scale is None:
-    scale = math.sqrt(2.0 * h)
-  _checks.positive("scale", scale)
-  return {"eps": eps, "scale": scale}
-
-
-def _power_half(u: jax.Array, p: int) -> jax.Array:
-  """`u ** (p / 2)` for u >= 0 by exact multiplications (no exp/log)."""
-  q = jax.lax.integer_pow(u, p // 2) if p >= 2 else jnp.ones_like(u)
-  return q * jnp.sqrt(u) if p % 2 else q
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _coulomb_of_sq(p: int, sq_dist, eps, inv_scale_sq):
-  q = _power_half(sq_dist * inv_scale_sq, p)
-  return 1.0 / (q + eps)
-
-
-def _coulomb_of_sq_jvp(p, primals, tangents):
-  sq_dist, eps, inv_scale_sq = primals
-  d_sq, d_eps, d_inv = tangents
-  q = _power_half(sq_dist * inv_scale_sq, p)
-  k = 1.0 / (q + eps)
-  # q*k = q/(q + eps) in (0, 1), written two ways so that neither q = inf
-  # (distant pairs) nor q << eps (close pairs) loses it: 1 - eps*k cancels
-  # catastrophically when q << eps, and q*k is inf*0 when q overflows.
-  qk = jnp.where(q < eps, q * k, 1.0 - eps * k)
-  # d k / d log(sq_dist) = -(p/2) q k^2; dividing by sq_dist gives the slope in
-  # sq_dist. At coincident points we take the slope to be 0: for h >= 4 that is
-  # the limit, for h = 3 the slope diverges but the gradient in x, the slope
-  # times 2(x - y), stays bounded, and 0 is the symmetric choice.
-  # (Tested as `== 0`, not `> 0`, so that a NaN distance keeps a NaN slope.)
-  log_slope = -0.5 * p * qk * k
-  tangent = jnp.zeros_like(k)
-  if not isinstance(d_sq, SymbolicZero):
-    if p == 1:
-      # The same slope, -k^2 inv_scale_sq / (2 q), from q and k alone: the
-      # MMD's blocked path can then compute q with the distances, in the
-      # matrix multiply's own loop, instead of keeping the distances as well.
-      coincident = q == 0
-      d_k_d_sq = jnp.where(coincident, 0.0, -0.5 * inv_scale_sq * k * k
-                           / jnp.where(coincident, 1.0, q))
-    else:
-      coincident = sq_dist == 0
-      d_k_d_sq = jnp.where(coincident, 0.0,
-                           log_slope / jnp.where(coincident, 1.0, sq_dist))
-    tangent = tangent + d_k_d_sq * d_sq
-  if not isinstance(d_eps, SymbolicZero):
-    tangent = tangent - k * k * d_eps
-  if not isinstance(d_inv, SymbolicZero):
-    tangent = tangent + log_slope / inv_scale_sq * d_inv
-  return k, tangent
-
-
-_coulomb_of_sq.defjvp(_coulomb_of_sq_jvp, symbolic_zeros=True)
+def _sliced_coulomb_resolve(h: int, *, eps: float = DEFAULT_EPS,
+                            scale: Optional[float] = None) -> dict:
+  if h < 3:
+    raise ValueError(
+        f"sliced_coulomb averages the Coulomb kernel over 3-D slices and needs "
+        f"latent size h = x.shape[-1] >= 3; got h={h}. For h = 2 use "
+        f"couae_jax.kernels.coulomb_log.")
+  return _length_resolve(h, eps=eps, scale=scale)
 
 
 def _coulomb_profile(sq_dist, *, h: int, eps, scale) -> jax.Array:
-  dtype = sq_dist.dtype
-  return _coulomb_of_sq(h - 2, sq_dist, jnp.asarray(eps, dtype),
-                        _inverse_square(scale, dtype))
+  return _coulomb_power.profile(h - 2, sq_dist, eps, scale)
 
 
-def _inverse_square(scale, dtype) -> jax.Array:
-  """`scale ** -2` in `dtype`, at most the dtype's largest finite value: a
-  scale so small that it overflows then still gives coincident points
-  `0 * scale**-2 = 0` (kernel 1/eps) rather than NaN."""
-  return jnp.minimum(jnp.asarray(scale, dtype) ** -2, jnp.finfo(dtype).max)
+def _sliced_coulomb_profile(sq_dist, *, h: int, eps, scale) -> jax.Array:
+  del h
+  return _coulomb_power.profile(1, sq_dist, eps, scale)
 
 
 @_register(RadialForm(
@@ -341,27 +303,17 @@ def coulomb(x: jax.Array, y: jax.Array, *, eps: float = DEFAULT_EPS,
             scale: Optional[float] = None) -> jax.Array:
   """The regularised Coulomb kernel `1 / ((‖x - y‖ / scale)^(h-2) + eps)`.
 
-  In h >= 3 dimensions `1/‖x - y‖^(h-2)` is the Green's function of the
-  Laplacian; with it every local extremum of the MMD in the codes is global
-  (Sansone et al., Coulomb Autoencoders). `eps > 0` bounds the kernel,
-  `0 < k <= 1/eps`, which the generalisation bound needs (K = 1/eps).
+  The paper's kernel; positive definite only for h <= 4, and it warns
+  (`NotPositiveDefiniteWarning`) above, where `sliced_coulomb` is the Coulomb
+  kernel to use. The module docstring explains `eps` and `scale`.
 
   Args:
     x: `[..., h]` points, h >= 3.
     y: `[..., h]` points, broadcastable against `x` over the leading axes.
-    eps: regulariser, relative to the unit distance `scale`; pairs closer than
-      `scale * eps^(1/(h-2))` saturate at `1/eps`. Smaller values follow the
-      pure Coulomb kernel more closely but raise the MMD estimate's variance
-      (K = 1/eps in the generalisation bound). Against 1e-3, the default 1e-2
-      cuts the null spread of `mmd2` at n = 256 by 3x (h = 8) to 8x (h = 64)
-      and separates shifted samples better (BUILD_NOTES.md,
-      `python -m experiments.kernel_variance`).
-    scale: the length at which the kernel is `1/(1 + eps)`. Defaults to
-      `sqrt(2 h)`, the root-mean-square distance between two independent
-      N(0, I_h) points, which keeps the power finite in float32 for standard
-      normal codes up to h in the hundreds. For a prior of standard deviation
-      sigma, pass `sigma * sqrt(2 h)`. Scaling the kernel only rescales the MMD
-      and `eps`, so the theorem holds for any scale.
+    eps: regulariser (> 0), relative to the unit distance `scale`; pairs
+      closer than `scale * eps^(1/(h-2))` saturate at `1/eps`.
+    scale: the unit length (> 0); defaults to `sqrt(2 h)`, the root-mean-square
+      distance between two independent N(0, I_h) points.
 
   Returns:
     `[...]`, the kernel of each pair, in float32 or wider.
@@ -383,32 +335,10 @@ def coulomb(x: jax.Array, y: jax.Array, *, eps: float = DEFAULT_EPS,
   return _evaluate(coulomb.radial_form, x, y, {"eps": eps, "scale": scale})
 
 
-# ----------------------------------------------------------------------------
-# Sliced Coulomb kernel, every h >= 3.
-
-
-def _sliced_coulomb_resolve(h: int, *, eps: float = DEFAULT_EPS,
-                            scale: Optional[float] = None) -> dict:
-  if h < 3:
-    raise ValueError(
-        f"sliced_coulomb averages the Coulomb kernel over 3-D slices and needs "
-        f"latent size h = x.shape[-1] >= 3; got h={h}. For h = 2 use "
-        f"couae_jax.kernels.coulomb_log.")
-  return _length_resolve(h, eps=eps, scale=scale)
-
-
-def _sliced_coulomb_profile(sq_dist, *, h: int, eps, scale) -> jax.Array:
-  del h
-  dtype = sq_dist.dtype
-  return _coulomb_of_sq(1, sq_dist, jnp.asarray(eps, dtype),
-                        _inverse_square(scale, dtype))
-
-
 @_register(RadialForm(
     profile=_sliced_coulomb_profile,
     resolve=_sliced_coulomb_resolve,
     bounds=lambda h, *, eps, scale: (0.0, 1.0 / eps),
-    # 1/(eps + sqrt(t)) is completely monotone in t = r^2 in every dimension.
     positive_definite=lambda h, **_: True,
 ))
 def sliced_coulomb(x: jax.Array, y: jax.Array, *, eps: float = DEFAULT_EPS,
@@ -427,20 +357,17 @@ def sliced_coulomb(x: jax.Array, y: jax.Array, *, eps: float = DEFAULT_EPS,
   exact. Regularised as here it is a completely monotone function of
   ‖x - y‖², hence positive definite on every R^h (Schoenberg), with a Fourier
   transform positive everywhere, hence characteristic: its MMD is a divergence
-  at every h. At h = 3 it is the paper's kernel, `coulomb`, exactly. The proofs
-  and the measurements are in BUILD_NOTES.md, section 1b.
-
-  It costs what `coulomb` costs: one square root and one division per pair.
+  at every h. At h = 3 it is the paper's kernel, `coulomb`, exactly, and it
+  costs what `coulomb` costs. The proofs and the measurements are in
+  BUILD_NOTES.md, section 1b; the module docstring explains `eps` and `scale`.
 
   Args:
     x: `[..., h]` points, h >= 3.
     y: `[..., h]` points, broadcastable against `x` over the leading axes.
-    eps: regulariser, relative to the unit distance `scale`: `k <= 1/eps`,
-      and pairs closer than `eps * scale` are in the regularised core.
-    scale: the length at which the kernel is `1/(1 + eps)`; defaults to
-      `sqrt(2 h)`, the root-mean-square distance between two independent
-      N(0, I_h) points. For a prior of coordinate standard deviation sigma,
-      pass `sigma * sqrt(2 h)`.
+    eps: regulariser (> 0), relative to the unit distance `scale`; pairs
+      closer than `eps * scale` are in the regularised core.
+    scale: the unit length (> 0); defaults to `sqrt(2 h)`, the root-mean-square
+      distance between two independent N(0, I_h) points.
 
   Returns:
     `[...]`, the kernel of each pair, in float32 or wider.
