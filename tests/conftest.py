@@ -7,40 +7,14 @@ NumPy broadcasting in float64 and the kernels from their closed forms.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import math
-import os
-import shutil
-import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 from couae_jax import kernels
-
-
-def _share_compiled_programs() -> None:
-  """One XLA compilation cache for the whole test session, in a fresh
-  temporary directory removed at exit: a program compiled once (the tiny
-  trainer's step, by every `loop.fit` of the same config, in process or in
-  the training processes the tests start, which inherit it through the
-  environment) is loaded, not compiled again. Every program is still
-  compiled once per session; nothing carries over between sessions. The size
-  limit turns on the cache's file lock, which several processes need."""
-  if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # a session's own process
-    return
-  directory = tempfile.mkdtemp(prefix="couae-jax-tests-xla-cache-")
-  atexit.register(shutil.rmtree, directory, ignore_errors=True)
-  settings = {"jax_compilation_cache_dir": directory,
-              "jax_compilation_cache_max_size": 8 << 30}
-  for name, value in settings.items():
-    os.environ[name.upper()] = str(value)
-    jax.config.update(name, value)
-
-
-_share_compiled_programs()
 
 try:  # The config context manager moved to the top level in newer JAX.
   _enable_x64 = jax.enable_x64
