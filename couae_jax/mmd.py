@@ -68,11 +68,14 @@ BlockSize = Union[int, str, None]
 # Choosing the path.
 
 #: Rows per block that `block_size="auto"` aims at on CPU, and the column
-#: tile: 128 x 1024 float32 is a 512 KiB tile of the Gram matrix, which stays
-#: in a 1-2 MiB L2 cache with the weighted slopes beside it (BUILD_NOTES,
+#: tiles: at least `_CPU_COLUMN_TILE` columns, and at least
+#: `_CPU_TILE_ENTRIES` entries for small blocks. 512 x 1024 float32 tiles
+#: (2 MiB) were within 3 % of the fastest block size at n = 4096 on both
+#: kinds of 2-core machine measured (BUILD_NOTES section 1,
 #: `experiments/bench_mmd.py`).
-_CPU_BLOCK_ROWS = 128
+_CPU_BLOCK_ROWS = 512
 _CPU_COLUMN_TILE = 1024
+_CPU_TILE_ENTRIES = 128 * 1024
 #: On GPUs and TPUs (not measured here): blocks of up to this many rows, and
 #: no column tiles, with the block's Gram temporaries under `_ACCEL_BUDGET`.
 _ACCEL_BLOCK_ROWS = 4096
@@ -111,8 +114,7 @@ def _column_tile(block_size: int, backend: str) -> Optional[int]:
   """Columns per tile of the fused blocked path (None: all at once)."""
   if backend != "cpu":
     return None
-  return max(_CPU_COLUMN_TILE, (_CPU_COLUMN_TILE * _CPU_BLOCK_ROWS)
-             // max(1, block_size))
+  return max(_CPU_COLUMN_TILE, _CPU_TILE_ENTRIES // max(1, block_size))
 
 
 @functools.lru_cache(maxsize=None)

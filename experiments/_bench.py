@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import random
 import shlex
 import statistics
 import sys
@@ -54,14 +55,21 @@ def time_interleaved(functions: dict[str, Timed], repeats: int, *,
 
   Calling the functions in turn, rather than one after the other, spreads
   any change in machine load over all of them, so their ratios stay fair.
+  Each round calls them in its own (seeded) random order, and each twice in a
+  row, timing the second call: the first call after one that allocates and
+  frees gigabytes (the dense Gram matrices) ran 30-50 % slower than the same
+  program elsewhere (n = 4096, h = 64 MMD, BUILD_NOTES section 1), so no
+  timed call may pay for its predecessor.
   """
   if warmup:
     for fn in functions.values():
       fn()
   runs = {name: [] for name in functions}
-  for _ in range(repeats):
-    for name, fn in functions.items():
-      runs[name].append(fn())
+  for round_index in range(repeats):
+    for name in random.Random(round_index).sample(list(functions),
+                                                  len(functions)):
+      functions[name]()
+      runs[name].append(functions[name]())
   return {name: Timing(fn.compile_s, statistics.median(runs[name]),
                        runs[name])
           for name, fn in functions.items()}

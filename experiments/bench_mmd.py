@@ -19,9 +19,9 @@ Measures, in one run on the default JAX backend, for each kernel, n = m and h
     (HIGHEST), the ceiling, timed in the same rounds.
 
 All calls of a cell are timed in turn, round after round
-(`_bench.time_interleaved`: one warm-up each, then --repeats rounds, medians
-reported), so that their ratios and their share of the ceiling share the
-machine's load. The FLOP model of the share: every pass over the (n + m)²
+(`_bench.time_interleaved`: one warm-up each, then --repeats rounds in random
+order, each call made twice and the second timed; medians reported), so that
+their ratios and their share of the ceiling share the machine's load. The FLOP model of the share: every pass over the (n + m)²
 ordered pairs of [x; y] is a matrix multiply contracting h (2h FLOPs a pair);
 blocked value+grad makes 2 passes (distances; slope-weighted points), dense
 value+grad 3 (autodiff: the forward matmul and its transpose's two); the
@@ -70,8 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from couae_jax import kernels
-from couae_jax import mmd
+from couae_jax import kernels, mmd
 from experiments import _bench
 
 BLOCKED_VG_PASSES = 2

@@ -60,8 +60,7 @@ import numpy as np
 
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
-from couae_jax import fid
-from couae_jax import loop
+from couae_jax import fid, loop
 from experiments import _results
 
 PAPER = {"vae": 63.0, "wae": 55.0, "couae": 47.0}

@@ -93,12 +93,9 @@ import numpy as np
 import optax
 
 import couae_jax
-from couae_jax import bounds
-from couae_jax import checkpointing
+from couae_jax import bounds, checkpointing, fid, losses
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
-from couae_jax import fid
-from couae_jax import losses
 from experiments import _results, celeba, digits
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"

@@ -37,11 +37,9 @@ from typing import Optional
 import jax
 import numpy as np
 
-from couae_jax import bounds
+from couae_jax import bounds, evaluation, loop
 from couae_jax import config as config_lib
 from couae_jax import data as data_lib
-from couae_jax import evaluation
-from couae_jax import loop
 from experiments import _results
 
 PAPER = {"vae": (-4.4, 0.2), "wae": (-6.4, 1.1), "couae": (-4.3, 0.1)}

@@ -817,12 +817,12 @@ def test_default_equals_dense(np_rng, estimator, case_key):
 
 
 def test_auto_block_sizes_are_blocked_and_bounded():
-  """On CPU the default streams even blocks near 128 rows; generic kernels
+  """On CPU the default streams even blocks near 512 rows; generic kernels
   go dense only while their [rows, cols, h] broadcast is small."""
   auto = mmd._auto_block_size
   assert auto(90, 90, 64, 4, True, "cpu") == 90      # one block, no padding
-  assert auto(8192, 8192, 64, 4, True, "cpu") == 128
-  assert auto(300, 300, 64, 4, True, "cpu") == 104   # 3 blocks, not 128+128+44
+  assert auto(8192, 8192, 64, 4, True, "cpu") == 512
+  assert auto(1200, 1200, 64, 4, True, "cpu") == 400  # not 512+512+176
   assert auto(65536 * 2, 65536 * 2, 64, 4, True, "gpu") >= 128
   assert auto(90, 90, 5, 4, False, "cpu") is None
   big = auto(40000, 40000, 64, 4, False, "cpu")
