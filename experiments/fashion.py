@@ -53,8 +53,8 @@ Defaults (quick, about an hour on the shared 2-core CPU): 3 seeds, 300 steps
 0.999), N(0, I). On CPU the trainer's step costs about five times the plain
 jitted step (BUILD_NOTES), so the default is a short run: the FD-vs-steps
 figure says how far from converged it is. `--full`: 5 seeds, 3000 steps
-(5 epochs), the same width; about 13 hours here (several sessions; an
-estimate from the quick run's 0.7-0.8 steps/s for 3 seeds), and on an
+(5 epochs), the same width; about 1.5 hours on dev-cpu (an estimate from a
+2000-step run of the 3 default seeds, 30 min; resumable), and on an
 accelerator worth `--config.width=1`.
 
 Hyperparameters (λ and learning rate per model; `--config.lam` etc. override
