@@ -70,8 +70,8 @@ BlockSize = Union[int, str, None]
 #: Rows per block that `block_size="auto"` aims at on CPU, and the column
 #: tiles: at least `_CPU_COLUMN_TILE` columns, and at least
 #: `_CPU_TILE_ENTRIES` entries for small blocks. 512 x 1024 float32 tiles
-#: (2 MiB) were within 3 % of the fastest block size at n = 4096 on both
-#: kinds of 2-core machine measured (BUILD_NOTES section 1,
+#: (2 MiB) were within 3 % of the fastest block size at n = 4096 on one
+#: 2-core machine and the fastest measured on another (BUILD_NOTES section 1,
 #: `experiments/bench_mmd.py`).
 _CPU_BLOCK_ROWS = 512
 _CPU_COLUMN_TILE = 1024
