@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import TINY_TRAIN as TINY
 
 from couae_jax import checkpointing, inference, loop
 from couae_jax import config as config_lib
@@ -35,8 +36,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
 
-TINY = dict(data="grid", latent_dim=3, hidden=(32, 32), batch_size=500,
-            log_every=10, checkpoint_every=10)
 CONFIG = config_lib.TrainConfig(steps=20, **TINY)
 
 

@@ -15,6 +15,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import TINY_TRAIN as TINY
 
 from couae_jax import checkpointing, inference, loop
 from couae_jax import config as config_lib
@@ -27,11 +28,6 @@ SPMD_PROGRAMS = REPO / "tests" / "spmd_programs.py"
 
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
-
-
-# A Grid run that takes a few seconds: small MLPs, full batch.
-TINY = dict(data="grid", latent_dim=3, hidden=(32, 32), batch_size=500,
-            log_every=10, checkpoint_every=10)
 
 
 def _env(**extra) -> dict:
