@@ -102,16 +102,38 @@ class _InceptionA(nn.Module):
     return jnp.concatenate([b1, b5, b3, pool], axis=-1)
 
 
-class _InceptionB(nn.Module):
-  """Mixed_6a: 35×35 → 17×17."""
+#: One convolution of a branch: (name, features, kernel, strides, padding).
+_BranchConv = tuple[str, int, Any, int, Any]
+
+
+class _Reduction(nn.Module):
+  """Mixed_6a (35×35 → 17×17) and Mixed_7a (17×17 → 8×8): chains of
+  convolutions, each ending at stride 2, beside a stride-2 max pool."""
+  branches: tuple[tuple[_BranchConv, ...], ...]
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    b3 = _ConvBN(384, 3, strides=2, name="branch3x3")(x)
-    dbl = _ConvBN(64, 1, name="branch3x3dbl_1")(x)
-    dbl = _ConvBN(96, 3, padding=1, name="branch3x3dbl_2")(dbl)
-    dbl = _ConvBN(96, 3, strides=2, name="branch3x3dbl_3")(dbl)
-    return jnp.concatenate([b3, dbl, _max_pool_3x3(x)], axis=-1)
+    outputs = []
+    for branch in self.branches:
+      y = x
+      for name, features, kernel, strides, padding in branch:
+        y = _ConvBN(features, kernel, strides, padding, name=name)(y)
+      outputs.append(y)
+    return jnp.concatenate([*outputs, _max_pool_3x3(x)], axis=-1)
+
+
+_MIXED_6A = (
+    (("branch3x3", 384, 3, 2, 0),),
+    (("branch3x3dbl_1", 64, 1, 1, 0), ("branch3x3dbl_2", 96, 3, 1, 1),
+     ("branch3x3dbl_3", 96, 3, 2, 0)),
+)
+_MIXED_7A = (
+    (("branch3x3_1", 192, 1, 1, 0), ("branch3x3_2", 320, 3, 2, 0)),
+    (("branch7x7x3_1", 192, 1, 1, 0),
+     ("branch7x7x3_2", 192, (1, 7), 1, (0, 3)),
+     ("branch7x7x3_3", 192, (7, 1), 1, (3, 0)),
+     ("branch7x7x3_4", 192, 3, 2, 0)),
+)
 
 
 class _InceptionC(nn.Module):
@@ -134,20 +156,6 @@ class _InceptionC(nn.Module):
     dbl = _ConvBN(192, **row, name="branch7x7dbl_5")(dbl)
     pool = _ConvBN(192, 1, name="branch_pool")(_avg_pool_3x3(x))
     return jnp.concatenate([b1, b7, dbl, pool], axis=-1)
-
-
-class _InceptionD(nn.Module):
-  """Mixed_7a: 17×17 → 8×8."""
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    b3 = _ConvBN(192, 1, name="branch3x3_1")(x)
-    b3 = _ConvBN(320, 3, strides=2, name="branch3x3_2")(b3)
-    b7 = _ConvBN(192, 1, name="branch7x7x3_1")(x)
-    b7 = _ConvBN(192, (1, 7), padding=(0, 3), name="branch7x7x3_2")(b7)
-    b7 = _ConvBN(192, (7, 1), padding=(3, 0), name="branch7x7x3_3")(b7)
-    b7 = _ConvBN(192, 3, strides=2, name="branch7x7x3_4")(b7)
-    return jnp.concatenate([b3, b7, _max_pool_3x3(x)], axis=-1)
 
 
 class _InceptionE(nn.Module):
@@ -224,11 +232,11 @@ class InceptionV3(nn.Module):
     x = _InceptionA(32, name="Mixed_5b")(x)
     x = _InceptionA(64, name="Mixed_5c")(x)
     x = _InceptionA(64, name="Mixed_5d")(x)
-    x = _InceptionB(name="Mixed_6a")(x)
+    x = _Reduction(_MIXED_6A, name="Mixed_6a")(x)
     for name, channels in (("Mixed_6b", 128), ("Mixed_6c", 160),
                            ("Mixed_6d", 160), ("Mixed_6e", 192)):
       x = _InceptionC(channels, name=name)(x)
-    x = _InceptionD(name="Mixed_7a")(x)
+    x = _Reduction(_MIXED_7A, name="Mixed_7a")(x)
     x = _InceptionE("avg", name="Mixed_7b")(x)
     x = _InceptionE("max", name="Mixed_7c")(x)
     return jnp.mean(x, axis=(1, 2))

@@ -307,20 +307,9 @@ def coulomb(x: jax.Array, y: jax.Array, *, eps: float = DEFAULT_EPS,
   (`NotPositiveDefiniteWarning`) above, where `sliced_coulomb` is the Coulomb
   kernel to use. The module docstring explains `eps` and `scale`.
 
-  Args:
-    x: `[..., h]` points, h >= 3.
-    y: `[..., h]` points, broadcastable against `x` over the leading axes.
-    eps: regulariser (> 0), relative to the unit distance `scale`; pairs
-      closer than `scale * eps^(1/(h-2))` saturate at `1/eps`.
-    scale: the unit length (> 0); defaults to `sqrt(2 h)`, the root-mean-square
-      distance between two independent N(0, I_h) points.
-
-  Returns:
-    `[...]`, the kernel of each pair, in float32 or wider.
-
-  Raises:
-    ValueError: h < 3, eps <= 0 or scale <= 0, or mismatched last dimensions.
-    TypeError: non-floating inputs.
+  Arguments, return value and errors as in `sliced_coulomb`, except that
+  pairs closer than `scale * eps^(1/(h-2))`, not `eps * scale`, saturate at
+  `1/eps`.
 
   Example:
     >>> import jax.numpy as jnp
@@ -457,12 +446,15 @@ def _gaussian_profile(sq_dist, *, h: int, scale) -> jax.Array:
   return jnp.exp(-0.5 * sq_dist / jnp.asarray(scale, sq_dist.dtype) ** 2)
 
 
-@_register(RadialForm(
-    profile=_gaussian_profile,
-    resolve=_scale_resolve,
-    bounds=lambda h, *, scale: (0.0, 1.0),
-    positive_definite=lambda h, **_: True,
-))
+def _bandwidth_form(profile) -> RadialForm:
+  """The Gaussian and IMQ kernels' form: one bandwidth `scale`, values in
+  (0, 1], positive definite at every h; they differ only in `profile`."""
+  return RadialForm(profile=profile, resolve=_scale_resolve,
+                    bounds=lambda h, *, scale: (0.0, 1.0),
+                    positive_definite=lambda h, **_: True)
+
+
+@_register(_bandwidth_form(_gaussian_profile))
 def gaussian(x: jax.Array, y: jax.Array, *, scale: float) -> jax.Array:
   """The Gaussian kernel `exp(-‖x - y‖² / (2 scale²))`.
 
@@ -489,32 +481,21 @@ def _imq_profile(sq_dist, *, h: int, scale) -> jax.Array:
   return c / (c + sq_dist)
 
 
-@_register(RadialForm(
-    profile=_imq_profile,
-    resolve=_scale_resolve,
-    bounds=lambda h, *, scale: (0.0, 1.0),
-    positive_definite=lambda h, **_: True,
-))
+@_register(_bandwidth_form(_imq_profile))
 def imq(x: jax.Array, y: jax.Array, *, scale: float) -> jax.Array:
   """The inverse multiquadratic kernel `scale² / (scale² + ‖x - y‖²)`.
 
   This is WAE's `C / (C + ‖x - y‖²)` with `C = scale²`; WAE takes
   `C = 2 h sigma²` for a prior of variance sigma², i.e.
-  `scale = sigma * sqrt(2 h)`.
-
-  Args:
-    x: `[..., h]` points.
-    y: `[..., h]` points, broadcastable against `x`.
-    scale: a length (> 0).
-
-  Returns:
-    `[...]`, values in (0, 1].
+  `scale = sigma * sqrt(2 h)`. Arguments and return value as in `gaussian`.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import math, jax.numpy as jnp
     >>> from couae_jax import kernels
-    >>> kernels.imq(jnp.zeros(2), jnp.array([3.0, 4.0]), scale=5.0)
-    Array(0.5, dtype=float32)
+    >>> h, sigma = 8, 1.0  # WAE's C = 2 h sigma² = 16
+    >>> x, y = jnp.zeros(h), jnp.full(h, 0.5)  # ‖x - y‖² = 2
+    >>> round(float(kernels.imq(x, y, scale=sigma * math.sqrt(2 * h))), 4)
+    0.8889
   """
   return _evaluate(imq.radial_form, x, y, {"scale": scale})
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import time
 import warnings
 from typing import Any, Optional, Sequence
 
@@ -52,6 +51,7 @@ from couae_jax.workdir import (
   LOCK_FILE,
   DiskFull,
   MetricsLog,
+  StepRate,
   StopOnSignal,
   TrainingInterrupted,
   WorkdirLockedError,
@@ -453,7 +453,7 @@ def _train(members: Sequence[_Member], mesh, data_shape, progress: bool,
   logs = [MetricsLog(os.path.join(member.workdir, METRICS_FILE), start, lead)
           for member in members]
   bar = _progress(config.steps, start, progress and lead)
-  rate = _Rate(start)
+  rate = StepRate(start)
   step = start
   stop_signal.defer()
   try:
@@ -528,19 +528,6 @@ def _next_batches(members: Sequence[_Member], steps: int) -> np.ndarray:
   return np.stack([np.stack([member.network_input(next(member.iterator))
                              for _ in range(steps)])
                    for member in members], axis=1)
-
-
-class _Rate:
-  """Steps per second since the previous call."""
-
-  def __init__(self, step: int):
-    self._time, self._step = time.perf_counter(), step
-
-  def __call__(self, step: int) -> float:
-    now = time.perf_counter()
-    rate = (step - self._step) / (now - self._time)
-    self._time, self._step = now, step
-    return rate
 
 
 def _log(logs, bar, step: int, last: list[dict[str, float]],

@@ -83,6 +83,19 @@ class TrainingInterrupted(KeyboardInterrupt):
     self.signum, self.step = signum, step
 
 
+class StepRate:
+  """Steps per second since the previous call (for the metrics log)."""
+
+  def __init__(self, step: int):
+    self._time, self._step = time.perf_counter(), step
+
+  def __call__(self, step: int) -> float:
+    now = time.perf_counter()
+    rate = (step - self._step) / (now - self._time)
+    self._time, self._step = now, step
+    return rate
+
+
 class MetricsLog:
   """Appends metrics as JSON lines (process 0 only), keeping resumes clean.
 
