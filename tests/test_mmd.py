@@ -857,13 +857,15 @@ def test_forward_mode_on_the_blocked_path_names_block_size(np_rng, block_size,
                                                            transform):
   x, y = _samples(np_rng, 8)
   kernel = KernelCase("sliced_coulomb", 8).kernel
-  call = {"jvp": lambda g: jax.jvp(g, (x,), (jnp.ones_like(x),))[1],
-          "jacfwd": lambda g: jax.jacfwd(g)(x)}[transform]
+  call = {"jvp": lambda g, x: jax.jvp(g, (x,), (jnp.ones_like(x),))[1],
+          "jacfwd": lambda g, x: jax.jacfwd(g)(x)}[transform]
   with pytest.raises(ValueError, match="block_size=None"):
-    call(lambda a: mmd.mmd2(a, y, kernel, block_size=block_size))
+    call(lambda a: mmd.mmd2(a, y, kernel, block_size=block_size), x)
   # The dense path takes it, and agrees with reverse mode on the blocked one.
-  out = call(lambda a: mmd.mmd2(a, y, kernel, block_size=None))
-  grad = jax.grad(lambda a: mmd.mmd2(a, y, kernel, block_size=block_size))(x)
+  out = jax.jit(lambda x: call(
+      lambda a: mmd.mmd2(a, y, kernel, block_size=None), x))(x)
+  grad = jax.jit(jax.grad(
+      lambda a: mmd.mmd2(a, y, kernel, block_size=block_size)))(x)
   want = jnp.sum(grad) if transform == "jvp" else grad
   np.testing.assert_allclose(out, want, rtol=1e-4,
                              atol=1e-5 * float(jnp.abs(grad).max()))
@@ -877,11 +879,14 @@ def test_second_derivatives_on_the_blocked_path_equal_dense(np_rng,
   x, y = _samples(np_rng, 8, n=4, m=5)
   kernel = KernelCase("sliced_coulomb", 8).kernel
   f = lambda bs: (lambda a: mmd.mmd2(a, y, kernel, block_size=bs))
-  want = jax.hessian(f(None))(x)
-  np.testing.assert_allclose(jax.hessian(f(block_size))(x), want, rtol=1e-4,
+  # Jitted: eager jacfwd dispatches the sweep's every operation on its own.
+  hessian = lambda bs: jax.jit(jax.hessian(f(bs)))(x)
+  want = hessian(None)
+  np.testing.assert_allclose(hessian(block_size), want, rtol=1e-4,
                              atol=1e-5 * float(jnp.abs(want).max()))
-  sq = lambda bs: (lambda a: jnp.sum(jax.grad(f(bs))(a) ** 2))
-  np.testing.assert_allclose(jax.grad(sq(block_size))(x), jax.grad(sq(None))(x),
+  grad_of_grad = lambda bs: jax.jit(jax.grad(
+      lambda a: jnp.sum(jax.grad(f(bs))(a) ** 2)))(x)
+  np.testing.assert_allclose(grad_of_grad(block_size), grad_of_grad(None),
                              rtol=1e-4, atol=1e-7)
 
 
