@@ -53,9 +53,12 @@ Defaults (quick, about an hour on the shared 2-core CPU): 3 seeds, 300 steps
 0.999), N(0, I). On CPU the trainer's step costs about five times the plain
 jitted step (BUILD_NOTES), so the default is a short run: the FD-vs-steps
 figure says how far from converged it is. `--full`: 5 seeds, 3000 steps
-(5 epochs), the same width; about 1.5 hours on dev-cpu (an estimate from a
-2000-step run of the 3 default seeds, 30 min; resumable), and on an
-accelerator worth `--config.width=1`.
+(5 epochs), the same width, each row at its tuned learning rate
+(`FULL_TUNED`); resumable, and on an accelerator worth `--config.width=1`.
+Its cost scales with the machine: 2 seeds of all six rows at 3000 steps took
+70 min on a 2-core CPU whose matmul ceiling is 111-144 GFLOP/s (BUILD_NOTES
+section 7), so `--full` needs about three hours there and, by the 2000-step
+run's rate, about 1.5 on one three times as fast (estimates, not run).
 
 Hyperparameters (λ and learning rate per model; `--config.lam` etc. override
 them). Starting points, from the digits experiment: λ = 200 for CouAE and WAE
@@ -69,7 +72,9 @@ steps (dev-cpu, shared):
   WAE    λ = 50: 216.6, 200: 215.3, 800: 225.5  → 200;
   VAE    λ = 0.0125: 262.5, 0.05: 236.7, 0.2: 218.3  → 0.2 (the grid's edge:
          a larger λ may do better still).
-The learning rate was not swept (1e-3 for all).
+The quick run keeps learning rate 1e-3 for all. `--full` takes each row's
+learning rate from a sweep at its own length (3000 steps, 2 seeds, the same
+grid for every model; BUILD_NOTES section 7), in `FULL_TUNED`.
 
 Expected result of the defaults (dev-cpu, 55 min wall under a load of 4-9):
 FD at h = 8 CouAE 213.6 ± 4.5, WAE 215.6 ± 3.0, VAE 208.6 ± 7.0; at h = 64
@@ -108,8 +113,21 @@ MODELS = {
 SHARED = dict(data="mnist", architecture="conv", batch_size=100, b1=0.5,
               b2=0.999, prior="normal", log_every=100, checkpoint_every=1000,
               steps_per_call=50)
-QUICK = dict(seeds=(0, 1, 2), steps=300, width=1 / 32)
-FULL = dict(seeds=(0, 1, 2, 3, 4), steps=3000, width=1 / 32)
+#: `--full`'s learning rate per row `<model>_h<h>` (λ stays MODELS'): each
+#: row's lowest mean FD at 3000 steps, 2 seeds, in the sweep of BUILD_NOTES
+#: section 7, on the same grid for every model at each h (1e-2 and 3e-2 at
+#: h = 8; 1e-2 alone at h = 64). The quick run keeps MODELS' 1e-3.
+FULL_TUNED = {
+    "couae_h8": dict(learning_rate=1e-2),
+    "wae_h8": dict(learning_rate=1e-2),
+    "vae_h8": dict(learning_rate=1e-2),
+    "couae_h64": dict(learning_rate=1e-2),
+    "wae_h64": dict(learning_rate=1e-2),
+    "vae_h64": dict(learning_rate=1e-2),
+}
+QUICK = dict(seeds=(0, 1, 2), steps=300, width=1 / 32, tuned={})
+FULL = dict(seeds=(0, 1, 2, 3, 4), steps=3000, width=1 / 32,
+            tuned=FULL_TUNED)
 #: Fractions of the steps at which each model is scored (the last is the end).
 EVAL_FRACTIONS = (0.25, 0.5, 1.0)
 DIMS = (8, 64)
@@ -528,9 +546,9 @@ def parse_args(argv: Optional[list[str]]):
   def make_config(name: str, dim: int, seed: int, steps: int,
                   width_factor: float = 1.0) -> config_lib.TrainConfig:
     config = config_lib.TrainConfig(
-        **SHARED | MODELS[name] | dict(
-            data_path=os.path.abspath(args.data_dir), latent_dim=dim,
-            seed=seed, steps=steps, width=preset["width"]))
+        **SHARED | MODELS[name] | preset["tuned"].get(row_key(name, dim), {})
+        | dict(data_path=os.path.abspath(args.data_dir), latent_dim=dim,
+               seed=seed, steps=steps, width=preset["width"]))
     config = config_lib.without_unread_fields(  # e.g. eps: CouAE's only
         config_lib.parse_overrides(config, overrides))
     return config.replace(width=config.width * width_factor)

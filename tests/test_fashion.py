@@ -110,8 +110,21 @@ def test_fashion_configs():
     assert config.data == "mnist" and config.eps == (
         0.5 if name == "couae" else config_lib.TrainConfig().eps)
     assert config.data_path == fashion.DEFAULT_DATA_DIR
-  full, _ = fashion.parse_args(["--workdir", "unused", "--full"])
+  full, make_full = fashion.parse_args(["--workdir", "unused", "--full"])
   assert full.seeds == [0, 1, 2, 3, 4] and full.steps == 3000
+  # --full trains each row at its tuned rate; the width ablation (CouAE at
+  # h = 8) at CouAE's h = 8 rate.
+  for name in fashion.MODELS:
+    for dim in fashion.DIMS:
+      tuned = fashion.FULL_TUNED[fashion.row_key(name, dim)]
+      assert make_full(name, dim, 0, 3000).learning_rate == \
+          tuned["learning_rate"]
+  assert make_full("couae", fashion.ABLATION_DIM, 0, 3000, 0.5).learning_rate \
+      == fashion.FULL_TUNED["couae_h8"]["learning_rate"]
+  # An explicit override still wins.
+  _, make_overridden = fashion.parse_args(
+      ["--workdir", "unused", "--full", "--config.learning_rate=0.002"])
+  assert make_overridden("wae", 64, 0, 3000).learning_rate == 0.002
 
 
 @pytest.mark.parametrize("arguments, message", [
