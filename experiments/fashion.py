@@ -115,8 +115,8 @@ SHARED = dict(data="mnist", architecture="conv", batch_size=100, b1=0.5,
               steps_per_call=50)
 #: `--full`'s learning rate per row `<model>_h<h>` (λ stays MODELS'): each
 #: row's lowest mean FD at 3000 steps, 2 seeds, in the sweep of BUILD_NOTES
-#: section 7, on the same grid for every model at each h (1e-2 and 3e-2 at
-#: h = 8; 1e-2 alone at h = 64). The quick run keeps MODELS' 1e-3.
+#: section 7, on the same grid for every model (1e-2 and 3e-2; 1e-2 won every
+#: row). The quick run keeps MODELS' 1e-3.
 FULL_TUNED = {
     "couae_h8": dict(learning_rate=1e-2),
     "wae_h8": dict(learning_rate=1e-2),
