@@ -76,10 +76,14 @@ BlockSize = Union[int, str, None]
 _CPU_BLOCK_ROWS = 512
 _CPU_COLUMN_TILE = 1024
 _CPU_TILE_ENTRIES = 128 * 1024
-#: On GPUs and TPUs (not measured here): blocks of up to this many rows, and
-#: no column tiles, with the block's Gram temporaries under `_ACCEL_BUDGET`.
-_ACCEL_BLOCK_ROWS = 4096
-_ACCEL_BUDGET = 1 << 28
+#: On GPUs and TPUs: blocks of up to this many rows, and no column tiles,
+#: with the block's Gram temporaries (counted as four) under this share of
+#: the device's memory. Larger blocks were faster on an H200 up to 8192 rows
+#: (fewer sequential launches); a fixed 256 MiB budget made the default 1.35x
+#: slower than the best block at n = m = 32768 (BUILD_NOTES section 1).
+_ACCEL_BLOCK_ROWS = 8192
+_ACCEL_MEMORY_SHARE = 32
+_ACCEL_FALLBACK_BUDGET = 1 << 30
 #: Generic kernels broadcast `[rows, cols, h]`: dense while that is this small.
 _GENERIC_BUDGET = 1 << 26
 
@@ -105,8 +109,10 @@ def _auto_block_size(rows: int, cols: int, h: int, itemsize: int,
     return max(1, _GENERIC_BUDGET // per_row)
   if backend == "cpu":
     return _even_blocks(rows, _CPU_BLOCK_ROWS)
-  target = max(128, min(_ACCEL_BLOCK_ROWS,
-                        _ACCEL_BUDGET // (4 * cols * itemsize)))
+  memory = _memory_bytes(backend)
+  budget = (memory // _ACCEL_MEMORY_SHARE if memory
+            else _ACCEL_FALLBACK_BUDGET)
+  target = max(128, min(_ACCEL_BLOCK_ROWS, budget // (4 * cols * itemsize)))
   return _even_blocks(rows, target)
 
 

@@ -14,7 +14,8 @@ Measures, in one run on the default JAX backend, for each kernel, n = m and h
   - torch:    with --torch (and torch importable), the same estimate in
               PyTorch as a user would first write it: Gram matrices from
               `torch.cdist`, value and gradient by autograd, on the same
-              inputs, in the value+grad rounds (CPU only);
+              inputs, in the value+grad rounds (on CUDA when JAX's backend
+              is a GPU, synchronised before the clock stops);
   - and a float32 matmul of --ceiling-size³ at the library's precision
     (HIGHEST), the ceiling, timed in the same rounds.
 
@@ -27,10 +28,16 @@ blocked value+grad makes 2 passes (distances; slope-weighted points), dense
 value+grad 3 (autodiff: the forward matmul and its transpose's two); the
 elementwise kernel work is not counted (it is what keeps us below 1).
 
-Peak memory: fresh subprocesses run one value+grad each (VmHWM), the default
+Peak memory: fresh subprocesses run one value+grad each (VmHWM, and on an
+accelerator its allocator's `peak_bytes_in_use`, which the target then
+reads), the default
 call at n = m = 32768 and 65536, h = 64, block 1024 at 32768 (two block-sized
 Gram temporaries would be 2 x 1024 x 65536 x 4 B = 512 MiB), and dense at
-4096.
+4096; --large-runs names another set. The children allocate accelerator
+memory as they need it (no preallocation), beside what this process holds.
+
+On a GPU, `experiments/bench_gpu.sh` runs this at GPU sizes (BUILD_NOTES
+section 1 has its table).
 
 Command (from the repository root):
 
@@ -149,7 +156,10 @@ class TorchTimed:
     h = x.shape[-1]
     self.power = {"coulomb": h - 2, "sliced_coulomb": 1}[kernel_name]
     self.scale = (2.0 * h) ** 0.5
-    self.args = tuple(torch.from_numpy(np.asarray(a)) for a in (x, y))
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    self.device = torch.device("cuda" if on_gpu else "cpu")
+    self.args = tuple(torch.from_numpy(np.array(a)).to(self.device)
+                      for a in (x, y))
     self.compile_s = 0.0
     self.last_output = None
 
@@ -167,9 +177,18 @@ class TorchTimed:
     value = (self._off_diagonal_mean(x) + self._off_diagonal_mean(y)
              - 2.0 * self._gram(x, y).mean())
     value.backward()
+    if self.device.type == "cuda":
+      self.torch.cuda.synchronize()  # CUDA kernels run asynchronously
     elapsed = time.perf_counter() - start
     self.last_output = (value.item(), (x.grad, y.grad))
     return elapsed
+
+
+def release_torch_memory() -> None:
+  """Hands torch's cached CUDA blocks back, for the peak-memory children."""
+  import torch  # pylint: disable=import-outside-toplevel
+  if torch.cuda.is_available():
+    torch.cuda.empty_cache()
 
 
 def torch_available() -> bool:
@@ -343,6 +362,16 @@ def peak_rss_mib() -> float:
   return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
+def device_peak_mib() -> Optional[float]:
+  """The default device's peak allocation so far in MiB, where its backend
+  reports one (GPUs, TPUs); None on CPU, where VmHWM is the measure."""
+  if jax.default_backend() == "cpu":
+    return None
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2**20
+
+
 def parse_single(spec: str) -> tuple[str, int, int, Any]:
   kernel_name, n, h, block = spec.split(":")
   block = {"auto": "auto", "none": None}.get(block, block)
@@ -364,7 +393,9 @@ def run_single(spec: str) -> dict:
           "compile_s": timed.compile_s, "seconds": seconds,
           "value": float(timed.last_output[0]),
           "peak_rss_after_inputs_mib": rss_inputs,
-          "peak_rss_mib": peak_rss_mib()}
+          "peak_rss_mib": peak_rss_mib(),
+          "device_peak_mib": device_peak_mib(),
+          "resolved_block_size": _auto_block(n, h) if block == "auto" else block}
 
 
 SINGLE_PREFIX = "BENCH_MMD_SINGLE "
@@ -374,7 +405,11 @@ def run_in_subprocess(spec: str) -> dict:
   """Parent side: runs one `--single` cell in a fresh interpreter."""
   command = [sys.executable, "-m", "experiments.bench_mmd", "--single", spec]
   root = pathlib.Path(__file__).resolve().parent.parent
-  proc = subprocess.run(command, cwd=root, capture_output=True, text=True)
+  # This process's allocator keeps its share of an accelerator's memory: the
+  # child takes what it needs rather than a share of what is left.
+  env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  proc = subprocess.run(command, cwd=root, capture_output=True, text=True,
+                        env=env)
   for line in proc.stdout.splitlines():
     if line.startswith(SINGLE_PREFIX):
       return {**json.loads(line[len(SINGLE_PREFIX):]), "status": "ok"}
@@ -409,8 +444,12 @@ def targets(summaries: list[dict], large: list[dict]) -> list[dict]:
   for run in large:
     if (run.get("status") == "ok" and run["block_size"] == "auto"
         and run["n"] in TARGET_PEAK_MIB):
-      out.append({"target": f"default v+g peak RSS MiB, n={run['n']}",
-                  "measured": run["peak_rss_mib"],
+      on_device = run.get("device_peak_mib") is not None
+      out.append({"target": f"default v+g peak "
+                            f"{'device memory' if on_device else 'RSS'} MiB, "
+                            f"n={run['n']}",
+                  "measured": run["device_peak_mib" if on_device
+                                  else "peak_rss_mib"],
                   "threshold": TARGET_PEAK_MIB[run["n"]],
                   "higher_is_better": False})
   for t in out:
@@ -454,13 +493,19 @@ def report(result: dict) -> None:
     _bench.print_table(
         "value+grad in fresh subprocesses (1 run, no warm-up)",
         ["kernel", "h", "n=m", "call", "seconds", "compile s",
-         "peak RSS MiB", "RSS after inputs MiB"],
+         "peak RSS MiB", "RSS after inputs MiB", "device peak MiB"],
         [[r.get("kernel"), r.get("h"), r.get("n"), r.get("call"),
           _bench.fmt(r.get("seconds")), _bench.fmt(r.get("compile_s")),
           _bench.fmt(r.get("peak_rss_mib"), ".0f"),
-          _bench.fmt(r.get("peak_rss_after_inputs_mib"), ".0f")]
-         if r["status"] == "ok" else [r["spec"], "FAILED", r["returncode"]]
+          _bench.fmt(r.get("peak_rss_after_inputs_mib"), ".0f"),
+          _bench.fmt(r.get("device_peak_mib"), ".0f")]
+         if r["status"] == "ok"
+         else [r["spec"], "FAILED", f"rc {r['returncode']}", *["-"] * 6]
          for r in result["large"]])
+    for r in result["large"]:
+      if r["status"] != "ok":
+        print(f"\n{r['spec']} failed (rc {r['returncode']}):\n"
+              f"{r['stderr_tail']}")
   if result["targets"]:
     _bench.print_table(
         "targets", ["target", "measured", "threshold", "met"],
@@ -481,6 +526,18 @@ def str_list(text: str) -> tuple[str, ...]:
   if unknown:
     raise argparse.ArgumentTypeError(f"unknown kernels {sorted(unknown)}")
   return names
+
+
+def large_run_list(text: str) -> tuple[tuple[str, int, int, str], ...]:
+  runs = []
+  for spec in text.split(","):
+    try:
+      kernel_name, n, h, block = spec.split(":")
+      runs.append((str_list(kernel_name)[0], int(n), int(h), block))
+    except ValueError as error:
+      raise argparse.ArgumentTypeError(
+          f"expected KERNEL:N:H:BLOCK, got {spec!r}") from error
+  return tuple(runs)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -511,6 +568,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                            "coulomb and sliced_coulomb; needs torch)")
   parser.add_argument("--no-large", action="store_true",
                       help="skip the fresh-subprocess peak-memory runs")
+  parser.add_argument("--large-runs", type=large_run_list,
+                      default=LARGE_RUNS, metavar="KERNEL:N:H:BLOCK,...",
+                      help="the peak-memory runs (BLOCK: an int, auto or "
+                           "none; default "
+                           + ",".join(":".join(map(str, r))
+                                      for r in LARGE_RUNS) + ")")
   parser.add_argument("--out", type=pathlib.Path,
                       default=pathlib.Path("runs/bench_mmd.json"),
                       help="JSON results (default runs/bench_mmd.json)")
@@ -543,8 +606,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cell_records, summary = run_cell(k, n, h, args)
         records += cell_records
         summaries.append(summary)
+  if args.torch:
+    release_torch_memory()
   large = [] if args.no_large else [
-      run_in_subprocess(":".join(map(str, spec))) for spec in LARGE_RUNS]
+      run_in_subprocess(":".join(map(str, spec))) for spec in args.large_runs]
   meta["load_average_at_end"] = os.getloadavg()
   result = {
       "meta": meta,
@@ -571,9 +636,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
       "large": large,
   }
   result["targets"] = targets(summaries, large)
-  report(result)
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(result, indent=2))
+  report(result)
   print(f"\nwrote {args.out}")
 
 

@@ -97,6 +97,21 @@ def test_bench_mmd_smoke(tmp_path):
   assert methods == {"naive", "dense", "blocked"}
 
 
+def test_bench_mmd_large_runs_report_failures(tmp_path, capsys):
+  """A peak-memory child that fails (here block_size=0) is a row of the
+  table with its error, and the results are written all the same."""
+  out = tmp_path / "bench.json"
+  bench_mmd.main(["--sizes", "64", "--dims", "8", "--kernels", "coulomb",
+                  "--repeats", "1", "--block-sizes", "32",
+                  "--large-runs", "coulomb:64:8:auto,coulomb:64:8:0",
+                  "--out", str(out)])
+  ok, failed = json.loads(out.read_text())["large"]
+  assert ok["status"] == "ok" and ok["resolved_block_size"] == 128
+  assert ok["peak_rss_mib"] > 0 and ok["device_peak_mib"] is None
+  assert failed["status"] == "failed" and "block_size" in failed["stderr_tail"]
+  assert "coulomb:64:8:0 failed" in capsys.readouterr().out
+
+
 def test_bench_train_smoke(tmp_path):
   out = tmp_path / "bench.json"
   bench_train.main(["--batches", "8", "--devices", "1", "--repeats", "1",

@@ -823,10 +823,29 @@ def test_auto_block_sizes_are_blocked_and_bounded():
   assert auto(90, 90, 64, 4, True, "cpu") == 90      # one block, no padding
   assert auto(8192, 8192, 64, 4, True, "cpu") == 512
   assert auto(1200, 1200, 64, 4, True, "cpu") == 400  # not 512+512+176
-  assert auto(65536 * 2, 65536 * 2, 64, 4, True, "gpu") >= 128
   assert auto(90, 90, 5, 4, False, "cpu") is None
   big = auto(40000, 40000, 64, 4, False, "cpu")
   assert isinstance(big, int) and big * 40000 * 64 * 4 <= mmd._GENERIC_BUDGET
+
+
+@pytest.mark.parametrize("memory, one_block_rows",
+                         [(96 * 2**30, 8192), (16 * 2**30, 4096), (None, 8192)])
+def test_auto_block_sizes_on_accelerators_follow_device_memory(
+    monkeypatch, memory, one_block_rows):
+  """On GPUs and TPUs four block-sized Gram temporaries stay within 1/32 of
+  the device's memory (1 GiB where it is unknown), in blocks of 128 to 8192
+  rows."""
+  monkeypatch.setattr(mmd, "_memory_bytes", lambda backend: memory)
+  budget = memory // 32 if memory else 2**30
+  for rows, cols in [(8192, 8192), (65536, 65536), (4 * 65536, 4 * 65536),
+                     (4096, 65536)]:
+    block = mmd._auto_block_size(rows, cols, 64, 4, True, "gpu")
+    assert 128 <= block <= min(rows, 8192)
+    assert block % 8 == 0 or block == rows
+    if block > 128:
+      assert 4 * block * cols * 4 <= budget
+  # n = m = 4096: one block where four [8192, 8192] temporaries fit.
+  assert mmd._auto_block_size(8192, 8192, 64, 4, True, "gpu") == one_block_rows
 
 
 @pytest.mark.parametrize("case_key", [("coulomb", 3), ("sliced_coulomb", 64),
