@@ -88,24 +88,19 @@ def test_grid_bound_kernel_is_the_trained_kernel(model):
       mmd.mmd2(codes, prior_samples, unscaled), expected, rtol=1e-3)
 
 
-def test_bench_mmd_smoke(tmp_path):
+def test_bench_mmd_smoke(tmp_path, capsys):
+  """Every method runs; a peak-memory child that fails (here block_size=0)
+  is a row of the table with its error, and the results are written all the
+  same."""
   out = tmp_path / "bench.json"
   bench_mmd.main(["--sizes", "64", "--dims", "8", "--kernels", "coulomb",
-                  "--repeats", "1", "--no-large", "--out", str(out)])
+                  "--repeats", "1",
+                  "--large-runs", "coulomb:64:8:auto,coulomb:64:8:0",
+                  "--out", str(out)])
   result = json.loads(out.read_text())
   methods = {r["method"] for r in result["sweep"] if r["status"] == "ok"}
   assert methods == {"naive", "dense", "blocked"}
-
-
-def test_bench_mmd_large_runs_report_failures(tmp_path, capsys):
-  """A peak-memory child that fails (here block_size=0) is a row of the
-  table with its error, and the results are written all the same."""
-  out = tmp_path / "bench.json"
-  bench_mmd.main(["--sizes", "64", "--dims", "8", "--kernels", "coulomb",
-                  "--repeats", "1", "--block-sizes", "32",
-                  "--large-runs", "coulomb:64:8:auto,coulomb:64:8:0",
-                  "--out", str(out)])
-  ok, failed = json.loads(out.read_text())["large"]
+  ok, failed = result["large"]
   assert ok["status"] == "ok" and ok["resolved_block_size"] == 128
   assert ok["peak_rss_mib"] > 0 and ok["device_peak_mib"] is None
   assert failed["status"] == "failed" and "block_size" in failed["stderr_tail"]
