@@ -57,6 +57,8 @@ def test_fashion_writes_the_results_contract(fashion_dir, tmp_path, capsys):
   assert results["train_images"] == TRAIN_IMAGES
   assert results["test_images"] == results["samples"] == TEST_IMAGES
   assert 0 <= results["classifier"]["test_accuracy"] <= 1
+  assert results["classifier"]["sha256"] == fashion.file_sha256(
+      workdir / "classifier.msgpack")
   assert results["floor"]["fd"] >= 0
   assert results["rows"] == ["couae_h8", "couae_h64"]
   for key in results["rows"]:
