@@ -97,10 +97,8 @@ QUICK = dict(sizes=(256, 1024), dims=(8,), kernels=KERNEL_NAMES, repeats=2,
 NAIVE_MAX_N = 2048   # naive value+grad at 2048, h=64 holds ~6.8 GiB
 DENSE_MAX_N = 4096   # dense Gram at 16384 is 4 GiB per [n+m, n+m] matrix
 CEILING_SIZE = 2048
-LARGE_RUNS = (("sliced_coulomb", 32768, 64, "auto"),
-              ("sliced_coulomb", 65536, 64, "auto"),
-              ("sliced_coulomb", 32768, 64, "1024"),
-              ("sliced_coulomb", 4096, 64, "none"))
+LARGE_RUNS = ("sliced_coulomb:32768:64:auto", "sliced_coulomb:65536:64:auto",
+              "sliced_coulomb:32768:64:1024", "sliced_coulomb:4096:64:none")
 
 TARGET_H = 64
 TARGET_KERNEL = "sliced_coulomb"
@@ -528,16 +526,16 @@ def str_list(text: str) -> tuple[str, ...]:
   return names
 
 
-def large_run_list(text: str) -> tuple[tuple[str, int, int, str], ...]:
-  runs = []
-  for spec in text.split(","):
+def large_run_list(text: str) -> tuple[str, ...]:
+  specs = tuple(text.split(","))
+  for spec in specs:
     try:
-      kernel_name, n, h, block = spec.split(":")
-      runs.append((str_list(kernel_name)[0], int(n), int(h), block))
+      kernel_name, *_ = parse_single(spec)
     except ValueError as error:
       raise argparse.ArgumentTypeError(
           f"expected KERNEL:N:H:BLOCK, got {spec!r}") from error
-  return tuple(runs)
+    str_list(kernel_name)
+  return specs
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -571,9 +569,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument("--large-runs", type=large_run_list,
                       default=LARGE_RUNS, metavar="KERNEL:N:H:BLOCK,...",
                       help="the peak-memory runs (BLOCK: an int, auto or "
-                           "none; default "
-                           + ",".join(":".join(map(str, r))
-                                      for r in LARGE_RUNS) + ")")
+                           "none; default " + ",".join(LARGE_RUNS) + ")")
   parser.add_argument("--out", type=pathlib.Path,
                       default=pathlib.Path("runs/bench_mmd.json"),
                       help="JSON results (default runs/bench_mmd.json)")
@@ -609,7 +605,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   if args.torch:
     release_torch_memory()
   large = [] if args.no_large else [
-      run_in_subprocess(":".join(map(str, spec))) for spec in args.large_runs]
+      run_in_subprocess(spec) for spec in args.large_runs]
   meta["load_average_at_end"] = os.getloadavg()
   result = {
       "meta": meta,
