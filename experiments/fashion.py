@@ -53,7 +53,7 @@ Defaults (quick, about an hour on the shared 2-core CPU): 3 seeds, 300 steps
 0.999), N(0, I). On CPU the trainer's step costs about five times the plain
 jitted step (BUILD_NOTES), so the default is a short run: the FD-vs-steps
 figure says how far from converged it is. `--full`: 5 seeds, 3000 steps
-(5 epochs), the same width, each row at its tuned learning rate
+(5 epochs), the same width, each row at its tuned λ and learning rate
 (`FULL_TUNED`); resumable, and on an accelerator worth `--config.width=1`.
 Its cost scales with the machine: 2 seeds of all six rows at 3000 steps took
 70 min on a 2-core CPU whose matmul ceiling is 111-144 GFLOP/s (BUILD_NOTES
@@ -73,8 +73,9 @@ steps (dev-cpu, shared):
   VAE    λ = 0.0125: 262.5, 0.05: 236.7, 0.2: 218.3  → 0.2 (the grid's edge:
          a larger λ may do better still).
 The quick run keeps learning rate 1e-3 for all. `--full` takes each row's
-learning rate from a sweep at its own length (3000 steps, 2 seeds, the same
-grid for every model; BUILD_NOTES section 7), in `FULL_TUNED`.
+learning rate and then its λ from sweeps at its own length (3000 steps, 2
+seeds, the same grids for every model; BUILD_NOTES section 7), in
+`FULL_TUNED`.
 
 Expected result of the defaults (dev-cpu, 55 min wall under a load of 4-9):
 FD at h = 8 CouAE 213.6 ± 4.5, WAE 215.6 ± 3.0, VAE 208.6 ± 7.0; at h = 64
@@ -114,17 +115,18 @@ MODELS = {
 SHARED = dict(data="mnist", architecture="conv", batch_size=100, b1=0.5,
               b2=0.999, prior="normal", log_every=100, checkpoint_every=1000,
               steps_per_call=50)
-#: `--full`'s learning rate per row `<model>_h<h>` (λ stays MODELS'): each
-#: row's lowest mean FD at 3000 steps, 2 seeds, in the sweep of BUILD_NOTES
-#: section 7, on the same grid for every model (1e-2 and 3e-2; 1e-2 won every
-#: row). The quick run keeps MODELS' 1e-3.
+#: `--full`'s λ and learning rate per row `<model>_h<h>`: each row's lowest
+#: mean FD at 3000 steps, 2 seeds, in the sweeps of BUILD_NOTES section 7, on
+#: the same grids for every model: learning rates 1e-2 and 3e-2 (1e-2 won
+#: every row), then λ at ×1/4, ×1 and ×4 of MODELS'. The quick run keeps
+#: MODELS' values.
 FULL_TUNED = {
-    "couae_h8": dict(learning_rate=1e-2),
-    "wae_h8": dict(learning_rate=1e-2),
-    "vae_h8": dict(learning_rate=1e-2),
-    "couae_h64": dict(learning_rate=1e-2),
-    "wae_h64": dict(learning_rate=1e-2),
-    "vae_h64": dict(learning_rate=1e-2),
+    "couae_h8": dict(lam=50.0, learning_rate=1e-2),
+    "wae_h8": dict(lam=50.0, learning_rate=1e-2),
+    "vae_h8": dict(lam=0.2, learning_rate=1e-2),
+    "couae_h64": dict(lam=800.0, learning_rate=1e-2),
+    "wae_h64": dict(lam=800.0, learning_rate=1e-2),
+    "vae_h64": dict(lam=0.05, learning_rate=1e-2),
 }
 QUICK = dict(seeds=(0, 1, 2), steps=300, width=1 / 32, tuned={})
 FULL = dict(seeds=(0, 1, 2, 3, 4), steps=3000, width=1 / 32,

@@ -114,15 +114,19 @@ def test_fashion_configs():
     assert config.data_path == fashion.DEFAULT_DATA_DIR
   full, make_full = fashion.parse_args(["--workdir", "unused", "--full"])
   assert full.seeds == [0, 1, 2, 3, 4] and full.steps == 3000
-  # --full trains each row at its tuned rate; the width ablation (CouAE at
-  # h = 8) at CouAE's h = 8 rate.
+  # --full trains each row at its tuned λ and rate; the width ablation (CouAE
+  # at h = 8) at CouAE's h = 8 ones.
   for name in fashion.MODELS:
     for dim in fashion.DIMS:
       tuned = fashion.FULL_TUNED[fashion.row_key(name, dim)]
-      assert make_full(name, dim, 0, 3000).learning_rate == \
-          tuned["learning_rate"]
-  assert make_full("couae", fashion.ABLATION_DIM, 0, 3000, 0.5).learning_rate \
-      == fashion.FULL_TUNED["couae_h8"]["learning_rate"]
+      assert set(tuned) == {"lam", "learning_rate"}
+      config = make_full(name, dim, 0, 3000)
+      assert (config.lam, config.learning_rate) == (
+          tuned["lam"], tuned["learning_rate"])
+  ablation = make_full("couae", fashion.ABLATION_DIM, 0, 3000, 0.5)
+  tuned = fashion.FULL_TUNED["couae_h8"]
+  assert (ablation.lam, ablation.learning_rate) == (
+      tuned["lam"], tuned["learning_rate"])
   # An explicit override still wins.
   _, make_overridden = fashion.parse_args(
       ["--workdir", "unused", "--full", "--config.learning_rate=0.002"])
