@@ -86,7 +86,6 @@ FD at h = 8 CouAE 213.6 ± 4.5, WAE 215.6 ± 3.0, VAE 208.6 ± 7.0; at h = 64
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -199,11 +198,6 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, *,
       chosen = order[index * batch:(index + 1) * batch]
       params, state = step(params, state, images[chosen], labels[chosen])
   return params
-
-
-def file_sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
 
 
 def load_or_train_classifier(path: str, images: np.ndarray,
@@ -602,7 +596,7 @@ def main(argv: Optional[list[str]] = None) -> None:
              # retrained on another machine differs in its last bits.
              "classifier": accuracy | {"feature_dim": FEATURE_DIM,
                                        "path": classifier_path,
-                                       "sha256": file_sha256(classifier_path)},
+                                       "sha256": fid.sha256_of(classifier_path)},
              "floor": floor, "rows": []}
   print(f"classifier: test accuracy {accuracy['test_accuracy']:.4f}; floor "
         f"FD {floor['fd']:.3f}; {len(args.seeds)} seeds × "

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from couae_jax import config as config_lib
+from couae_jax import fid
 from experiments import fashion
 
 pytestmark = pytest.mark.standard_promotion  # optax/flax promote
@@ -57,7 +58,7 @@ def test_fashion_writes_the_results_contract(fashion_dir, tmp_path, capsys):
   assert results["train_images"] == TRAIN_IMAGES
   assert results["test_images"] == results["samples"] == TEST_IMAGES
   assert 0 <= results["classifier"]["test_accuracy"] <= 1
-  assert results["classifier"]["sha256"] == fashion.file_sha256(
+  assert results["classifier"]["sha256"] == fid.sha256_of(
       workdir / "classifier.msgpack")
   assert results["floor"]["fd"] >= 0
   assert results["rows"] == ["couae_h8", "couae_h64"]
